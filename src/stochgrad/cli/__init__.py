@@ -1,0 +1,3 @@
+"""stochgrad.cli"""
+
+__all__: list[str] = []

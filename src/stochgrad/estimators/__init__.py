@@ -1,0 +1,3 @@
+"""stochgrad.estimators"""
+
+__all__: list[str] = []

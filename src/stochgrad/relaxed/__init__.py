@@ -1,0 +1,3 @@
+"""stochgrad.relaxed"""
+
+__all__: list[str] = []

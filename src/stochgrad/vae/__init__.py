@@ -1,0 +1,3 @@
+"""stochgrad.vae"""
+
+__all__: list[str] = []
