@@ -1,6 +1,22 @@
 """Implicit reparameterization gradients (Figurnov, Mohamed & Mnih, 2018).
 
-Use as ``import stochgrad.implicit as irt``.
+Use as ``import stochgrad.implicit as irt``. Every class is a drop-in replacement for the
+``torch.distributions`` class of the same name, with ``rsample`` gradients
+``dz/dθ = -(∂F(z; θ)/∂θ) / p(z; θ)``.
 """
 
-__all__: list[str] = []
+from stochgrad.implicit.beta import Beta
+from stochgrad.implicit.dirichlet import Dirichlet
+from stochgrad.implicit.gamma import Gamma
+from stochgrad.implicit.multivariate_normal import MultivariateNormal
+from stochgrad.implicit.normal import Normal
+from stochgrad.implicit.studentt import StudentT
+
+__all__ = [
+    "Beta",
+    "Dirichlet",
+    "Gamma",
+    "MultivariateNormal",
+    "Normal",
+    "StudentT",
+]

@@ -1,0 +1,93 @@
+"""Derivative of a Gamma sample with respect to its concentration.
+
+For ``x ~ Gamma(a, 1)`` with CDF ``P(a, x)`` (the regularized lower incomplete gamma function),
+implicit differentiation gives ``dx/da = -(dP/da)(a, x) / p(x)`` with
+
+    dP/da (a, x) = ∫_0^x (log t - ψ(a)) t^(a-1) e^(-t) / Γ(a) dt = -∫_x^∞ (same) dt.
+
+Dividing by ``p(x) = x^(a-1) e^(-x) / Γ(a)`` cancels ``Γ(a)``. Substituting ``t = x e^(∓s)``
+turns both tails into ``x ∫_0^∞ (log x - ψ(a) ∓ s) exp(φ(s)) ds`` with ``φ(0) = 0`` concave and
+decreasing (use the lower tail when ``x <= a``, the upper one otherwise):
+
+    lower: φ(s) = -a s + x (1 - e^(-s)),    upper: φ(s) = a s - x (e^s - 1).
+
+The integral is evaluated by Gauss-Legendre quadrature on ``[0, S]`` where ``φ(S) = -C`` (Newton
+iterations from an upper bound, which stay to the right of the root because ``φ`` is concave);
+beyond ``s = C`` the lower integrand is ``exp(x - a s)`` to working precision and is integrated
+in closed form. Everything is elementwise torch ops: no per-element loop, no convergence test,
+so it vectorizes on CPU/CUDA and traces under ``torch.func``/``torch.compile``.
+"""
+
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from stochgrad.special._quadrature import rule_for, tail_moments
+
+__all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
+
+_NEWTON_STEPS = 3
+
+
+def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor:
+    """``d log x / da`` for ``x ~ Gamma(a, 1)`` given ``log x`` (exact implicit derivative).
+
+    Works in log space, so it stays finite where ``x`` itself underflows (``a`` below ~0.01).
+    """
+    a, log_x = torch.broadcast_tensors(concentration, log_sample)
+    nodes, weights, cutoff = rule_for(a.dtype)
+    x = log_x.exp()
+    lower = x <= a
+    sign = torch.where(lower, -1.0, 1.0).to(a.dtype)
+    slope = (x - a).abs()  # -φ'(0)
+    tiny = torch.finfo(a.dtype).tiny
+    # Upper bounds on the root of φ(S) = -C: lower tail φ <= -(a-x)s and φ <= x - a s;
+    # upper tail φ <= -(x-a)s - x s²/2 and, for s <= that root R, φ <= a R - x (e^s - 1).
+    s_lower = torch.minimum(cutoff / slope.clamp_min(tiny), (cutoff + x) / a)
+    root = (torch.sqrt(slope * slope + 2 * x * cutoff) - slope) / x.clamp_min(tiny)
+    s_upper = torch.minimum(root, torch.log1p((cutoff + a * root) / x.clamp_min(tiny)))
+    end = torch.where(lower, s_lower, s_upper)
+    for _ in range(_NEWTON_STEPS):
+        em1 = torch.expm1(sign * end)
+        phi = sign * a * end - x * em1
+        dphi = sign * (a - x * (em1 + 1))
+        end = end - (phi + cutoff) / dphi
+    panel = end.clamp(max=cutoff)
+    moment0, moment1 = tail_moments(sign * a, x, panel, sign, nodes, weights)
+    # Closed-form tail of the lower integral beyond s = C: ∫ (1, s) exp(x - a s) ds.
+    has_tail = lower & (end > cutoff)
+    tail = torch.where(has_tail, torch.exp(x - a * cutoff) / a, torch.zeros_like(x))
+    moment0 = moment0 + tail
+    moment1 = moment1 + tail * (cutoff + 1 / a)
+    # log x - ψ(a) cancels near the mode; in float64 it costs one pass and keeps float32 accurate.
+    centred = (log_x.double() - torch.digamma(a.double())).to(a.dtype)
+    return torch.where(lower, moment1 - centred * moment0, centred * moment0 + moment1)
+
+
+def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
+    """``dx/da = -(∂P(a, x)/∂a) / p(x)`` for ``x ~ Gamma(a, 1)``; zero where ``x`` underflowed to 0."""
+    tiny = torch.finfo(sample.dtype).tiny
+    log_grad = standard_gamma_log_grad(concentration, sample.clamp_min(tiny).log())
+    return torch.where(sample > 0, sample * log_grad, torch.zeros_like(log_grad))
+
+
+def gammainc(concentration: Tensor, value: Tensor) -> Tensor:
+    """Regularized lower incomplete gamma ``P(a, x)``, differentiable in ``a`` and ``x``.
+
+    The value is :func:`torch.special.gammainc`; gradients are ``∂P/∂x = p(x)`` and
+    ``∂P/∂a = -p(x) dx/da`` with ``dx/da`` from :func:`standard_gamma_grad`.
+    """
+    a, x = torch.broadcast_tensors(concentration, value)
+    a_, x_ = a.detach(), x.detach()
+    out = torch.special.gammainc(a_, x_)
+    if not (a.requires_grad or x.requires_grad):
+        return out
+    positive = x_ > 0
+    xs = torch.where(positive, x_, torch.ones_like(x_))
+    density = torch.exp((a_ - 1) * torch.log(xs) - xs - torch.lgamma(a_))
+    density = torch.where(positive, density, torch.zeros_like(density))
+    out = out + (x - x_) * density
+    if a.requires_grad:
+        out = out - (a - a_) * standard_gamma_grad(a_, torch.where(positive, x_, 0 * x_)) * density
+    return out
