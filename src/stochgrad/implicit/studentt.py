@@ -69,6 +69,8 @@ class StudentT(torch.distributions.StudentT):
 
 
 def _dt_ddf(df: Tensor, t: Tensor) -> Tensor:
+    if t.dtype != torch.float64:  # the sum below cancels for large ν; keep it in double
+        return _dt_ddf(df.double(), t.double()).to(t.dtype)
     t2 = t * t
     total = df + t2
     # y = ν/(ν+t²) and its complement t²/(ν+t²), each computed without cancellation.

@@ -31,11 +31,13 @@ def gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     return _nodes(n)
 
 
+# Built once at import so that tracing (torch.compile) only ever sees Python float constants.
+_TABLES = {dtype: (*_nodes(n), cutoff) for dtype, (n, cutoff) in _RULES.items()}
+
+
 def rule_for(dtype: torch.dtype) -> tuple[tuple[float, ...], tuple[float, ...], float]:
     """Nodes, weights and cut-off ``C`` used for ``dtype`` (float16/bfloat16 use float32's)."""
-    n, cutoff = _RULES.get(dtype, _RULES[torch.float32])
-    nodes, weights = _nodes(n)
-    return nodes, weights, cutoff
+    return _TABLES.get(dtype, _TABLES[torch.float32])
 
 
 _CHUNK = 1 << 16  # elements per pass: keeps the working set of the node loop in cache
@@ -56,7 +58,9 @@ def tail_moments(
     """
     flat = [t.reshape(-1) for t in (rate, scale, end, sign)]
     total = flat[0].numel()
-    if total <= _CHUNK or torch._C._functorch.is_functorch_wrapped_tensor(flat[0]):
+    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(flat[0]):
+        m0, m1 = _moments(*flat, nodes, weights, inplace=False)
+    elif total <= _CHUNK:
         m0, m1 = _moments(*flat, nodes, weights)
     else:
         parts = [
@@ -68,13 +72,18 @@ def tail_moments(
     return m0.reshape(rate.shape), m1.reshape(rate.shape)
 
 
-def _moments(rate, scale, end, sign, nodes, weights):
+def _moments(rate, scale, end, sign, nodes, weights, inplace=True):
     m0 = torch.zeros_like(rate)
     m1 = torch.zeros_like(rate)
     for node, weight in zip(nodes, weights):
         s = end * node
-        term = (s * sign).expm1_().mul_(scale)
-        term = torch.addcmul(term, rate, s, value=-1).neg_().exp_().mul_(weight)
-        m0.add_(term)
-        m1.addcmul_(term, s)
+        if inplace:  # same arithmetic as below, without temporaries
+            term = (s * sign).expm1_().mul_(scale)
+            term = torch.addcmul(term, rate, s, value=-1).neg_().exp_().mul_(weight)
+            m0.add_(term)
+            m1.addcmul_(term, s)
+        else:  # functorch transforms have no batching rule for the in-place ops
+            term = weight * torch.exp(rate * s - scale * torch.expm1(sign * s))
+            m0 = m0 + term
+            m1 = m1 + term * s
     return m0 * end, m1 * end

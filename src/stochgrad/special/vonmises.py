@@ -39,23 +39,34 @@ _SQRT_HALF_PI = math.sqrt(math.pi / 2)
 
 def _series_length(kappa_max: float) -> int:
     """Smallest ``N`` with ``ρ_N(kappa_max) < _SERIES_TOL`` (ρ_n grows with κ, so it bounds all)."""
-    ratio, rhos = 0.0, []
+    ratio, ratios = 0.0, []
     for n in range(400, 0, -1):
         ratio = kappa_max / (2 * n + kappa_max * ratio)
-        rhos.append(ratio)
+        ratios.append(ratio)
     rho = 1.0
-    for n, ratio in enumerate(reversed(rhos), start=1):
+    for n, ratio in enumerate(reversed(ratios), start=1):
         rho *= ratio
         if rho < _SERIES_TOL:
             return n + 1
     return 400
 
 
+def _asymptotic_length(kappa_min: float) -> int:
+    """Terms for the expansion: the central terms shrink like j/(2κ), the tail ones like y ≤ 9/κ."""
+    bound_centre, y_max = 1.0, min(1.0, 9.0 / kappa_min)
+    for j in range(1, _ASYMPTOTIC_TERMS + 1):
+        bound_centre *= (2 * j - 1) ** 2 / (8 * j * kappa_min)
+        if max(bound_centre, y_max**j) < _SERIES_TOL:
+            return j
+    return _ASYMPTOTIC_TERMS
+
+
 def _series(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
-    """``(F, ∂F/∂κ)`` by the Fourier series (κ up to ``_BLEND_HIGH``)."""
-    n_terms = _series_length(float(kappa.max())) if kappa.numel() else 1
+    """``(F, ∂F/∂κ)`` by the Fourier series; ``kappa`` broadcasts to ``x`` (and may be smaller)."""
+    n_terms = _series_length(float(kappa.max()))
     # r_n = I_n/I_{n-1} from r_n = κ / (2n + κ r_{n+1}); the start value is Amos' bound,
     # whose error is damped by r_n² at every step, so a margin of 20 steps is ample.
+    # These coefficients live on κ's own (unbroadcast) shape.
     start = n_terms + 20
     ratio = kappa / (start + torch.sqrt(start * start + kappa * kappa))
     ratios = []
@@ -67,79 +78,78 @@ def _series(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
     rho = [torch.ones_like(kappa)]
     for r in ratios:
         rho.append(rho[-1] * r)
-    cdf = (x + math.pi) / (2 * math.pi)
-    dcdf = torch.zeros_like(x)
-    cos_x = torch.cos(x)
+    two_cos = 2 * torch.cos(x)
     sin_prev, sin_n = torch.zeros_like(x), torch.sin(x)
-    acc = torch.zeros_like(x)
+    acc, dacc = torch.zeros_like(x), torch.zeros_like(x)
     for n in range(1, n_terms + 1):
-        acc = acc + rho[n] * sin_n / n
-        drho = 0.5 * (rho[n - 1] + rho[n + 1]) - rho[1] * rho[n]
-        dcdf = dcdf + drho * sin_n / n
-        sin_prev, sin_n = sin_n, 2 * cos_x * sin_n - sin_prev
-    return cdf + acc / math.pi, dcdf / math.pi
+        acc.addcmul_(rho[n] / n, sin_n)
+        dacc.addcmul_((0.5 * (rho[n - 1] + rho[n + 1]) - rho[1] * rho[n]) / n, sin_n)
+        # sin((n+1)x) = 2 cos(x) sin(nx) - sin((n-1)x), written into the older buffer
+        sin_prev.neg_().addcmul_(two_cos, sin_n)
+        sin_prev, sin_n = sin_n, sin_prev
+    cdf = acc.div_(math.pi).add_((x + math.pi) / (2 * math.pi))
+    return cdf, dacc.div_(math.pi)
 
 
-def _asymptotic(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+def _asymptotic(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
     """``(F, dz/dκ)`` by the corrected normal expansion, for ``x ≤ 0`` and κ ≥ ``_BLEND_LOW``."""
+    n_terms = _asymptotic_length(float(kappa.min()))
     sqrt_kappa = torch.sqrt(kappa)
     u = 2 * sqrt_kappa * torch.sin(x / 2)
-    y = u * u / (4 * kappa)  # sin²(x/2)
-    # q_j = c_j (4κ)^{-j} e^{u²/2} M_{2j}(u); e_j = c_j y^{j-1}; both only ever add positives.
-    q = _SQRT_HALF_PI * torch.special.erfcx(-u / math.sqrt(2))
+    y = torch.sin(x / 2).square_()
+    step = u / (4 * kappa)
+    # q_j = c_j (4κ)^{-j} e^{u²/2} M_{2j}(u) and e_j = c_j y^{j-1}; for u ≤ 0 every update adds
+    # a non-negative amount, so nothing cancels.
+    q = torch.special.erfcx(-u / math.sqrt(2)).mul_(_SQRT_HALF_PI)
     total, weighted = q.clone(), torch.zeros_like(q)
     e = torch.full_like(q, 0.5)
     dseries = 1 + 0.5 * y  # Σ_j c_j y^j, the u-derivative of the truncated expansion
-    for j in range(1, _ASYMPTOTIC_TERMS + 1):
+    inv_4kappa = 1 / (4 * kappa)
+    for j in range(1, n_terms + 1):
         if j > 1:
-            e = e * y * ((2 * j - 1) / (2 * j))
-            dseries = dseries + e * y
-        q = ((2 * j - 1) ** 2 / (2 * j)) * q / (4 * kappa) - e * u / (4 * kappa)
-        total = total + q
-        weighted = weighted + j * q
-    ratio = torch.special.i1e(kappa) / torch.special.i0e(kappa)
-    # d log C/dκ with C = e^κ / (2π I0 √κ)
-    dlog_norm = (1 - ratio) - 0.5 / kappa
+            e.mul_(y).mul_((2 * j - 1) / (2 * j))
+            dseries.addcmul_(e, y)
+        q.mul_(inv_4kappa).mul_((2 * j - 1) ** 2 / (2 * j)).addcmul_(e, step, value=-1)
+        total.add_(q)
+        weighted.add_(q, alpha=j)
+    i0e = torch.special.i0e(kappa)
+    dlog_norm = (1 - torch.special.i1e(kappa) / i0e) - 0.5 / kappa  # d log C/dκ, C = e^κ/(2π I0 √κ)
     dz = -(dlog_norm * total - weighted / kappa + dseries * u / (2 * kappa)) / sqrt_kappa
-    log_norm = -math.log(2 * math.pi) - torch.log(torch.special.i0e(kappa)) - 0.5 * torch.log(kappa)
+    log_norm = -math.log(2 * math.pi) - torch.log(i0e) - 0.5 * torch.log(kappa)
     cdf = torch.exp(log_norm - u * u / 2) * total
-    return cdf, dz, ratio
+    return cdf, dz
 
 
 def _log_density(x: Tensor, kappa: Tensor) -> Tensor:
     return kappa * (torch.cos(x) - 1) - math.log(2 * math.pi) - torch.log(torch.special.i0e(kappa))
 
 
-def _blend_weight(kappa: Tensor) -> Tensor:
-    t = ((kappa - _BLEND_LOW) / (_BLEND_HIGH - _BLEND_LOW)).clamp(0, 1)
-    return t * t * (3 - 2 * t)
-
-
 def _left_half(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
-    """``(F, dz/dκ)`` for ``x ∈ [-π, 0]`` in float64, each regime evaluated only where needed."""
-    cdf = torch.zeros_like(x)
-    dz = torch.zeros_like(x)
-    weight = _blend_weight(kappa)
-    small = weight < 1
-    if small.any():
-        xs, ks, ws = x[small], kappa[small], weight[small]
-        f, dfdk = _series(xs, ks)
-        g = -dfdk / torch.exp(_log_density(xs, ks))
-        cdf[small] = (1 - ws) * f
-        dz[small] = (1 - ws) * g
-    large = weight > 0
-    if large.any():
-        xs, ks, ws = x[large], kappa[large], weight[large]
-        f, g, _ = _asymptotic(xs, ks)
-        cdf[large] = cdf[large] + ws * f
-        dz[large] = dz[large] + ws * g
+    """``(F, dz/dκ)`` for ``x ∈ [-π, 0]`` in float64; ``kappa`` broadcasts to ``x``.
+
+    Each regime is evaluated with κ clamped into its range, so both are finite everywhere and a
+    regime is skipped when no element gives it weight.
+    """
+    t = ((kappa - _BLEND_LOW) / (_BLEND_HIGH - _BLEND_LOW)).clamp(0, 1)
+    weight = t * t * (3 - 2 * t)
+    cdf, dz = torch.zeros_like(x), torch.zeros_like(x)
+    if bool((weight < 1).any()):
+        kappa_series = kappa.clamp(max=_BLEND_HIGH)
+        f, dfdk = _series(x, kappa_series)
+        g = dfdk.div_(torch.exp(_log_density(x, kappa_series))).neg_()
+        cdf.addcmul_(1 - weight, f)
+        dz.addcmul_(1 - weight, g)
+    if bool((weight > 0).any()):
+        f, g = _asymptotic(x, kappa.clamp(min=_BLEND_LOW))
+        cdf.addcmul_(weight, f)
+        dz.addcmul_(weight, g)
     return cdf, dz
 
 
 def _centred(value: Tensor, concentration: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    value, kappa = torch.broadcast_tensors(value, concentration)
     work = torch.promote_types(value.dtype, torch.float64)
-    x, kappa = value.detach().to(work), kappa.detach().to(work)
+    x, kappa = value.detach().to(work), concentration.detach().to(work)
+    x = x.expand(torch.broadcast_shapes(x.shape, kappa.shape))
     periods = torch.round(x / (2 * math.pi))
     x = x - 2 * math.pi * periods
     return x, kappa, periods, torch.signbit(x)
@@ -148,14 +158,16 @@ def _centred(value: Tensor, concentration: Tensor) -> tuple[Tensor, Tensor, Tens
 def von_mises_cdf_and_dz_dconcentration(
     value: Tensor, concentration: Tensor
 ) -> tuple[Tensor, Tensor, Tensor]:
-    """``F(x; κ)``, ``p(x; κ)`` and ``dz/dκ = -(∂F/∂κ)/p`` of the centred von Mises law (no autograd).
+    """``F(x; κ)``, ``p(x; κ)`` and ``dz/dκ = -(∂F/∂κ)/p`` of the centred von Mises law.
 
-    ``value`` is an angle relative to ``loc``; ``F`` counts whole periods (``F(x + 2π) = F(x) + 1``).
+    No autograd. ``value`` is an angle relative to ``loc``; ``F`` counts whole periods
+    (``F(x + 2π) = F(x) + 1``).
     Results have the dtype of ``torch.promote_types(value.dtype, concentration.dtype)``.
 
     Example::
 
-        >>> cdf, density, dz = von_mises_cdf_and_dz_dconcentration(torch.tensor([0.0]), torch.tensor([2.0]))
+        >>> x, kappa = torch.tensor([0.0]), torch.tensor([2.0])
+        >>> cdf, density, dz = von_mises_cdf_and_dz_dconcentration(x, kappa)
         >>> float(cdf)
         0.5
     """

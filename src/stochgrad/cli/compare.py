@@ -1,0 +1,267 @@
+"""``stochgrad compare``: train a grid of VAEs and report which latent/estimator works best.
+
+The grid is latents x estimators x dims x seeds; pairs that cannot go together (a discrete
+latent with ``implicit``, a continuous one with ``nvil``...) are skipped, and ``--dims`` applies
+to the continuous families (the discrete ones keep their literature sizes: 200 Bernoulli units,
+20 x 10 categorical). Each run lives in ``OUT/runs/<name>/``; a finished run (its
+``metrics.json`` matches the settings) is reused, so an interrupted ``compare`` picks up where it
+stopped. Outputs: ``results.md`` and ``results.csv`` (mean ± std over seeds), ``runs.csv`` (one
+row per run) and ``figures/*.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import statistics
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from stochgrad.cli.checkpoint import load_checkpoint
+from stochgrad.cli.models import FAMILIES, VAE
+from stochgrad.cli.objectives import ESTIMATOR_KINDS, estimator_available
+from stochgrad.cli.train import (
+    CHECKPOINT_NAME,
+    METRICS_NAME,
+    TrainConfig,
+    UsageError,
+    _public,
+    resolve_config,
+    train,
+)
+from stochgrad.data import load_dataset
+
+__all__ = ["DEFAULT_GRID", "add_compare_options", "compare", "grid", "results_table"]
+
+DEFAULT_GRID = {
+    "latents": "normal,gamma,beta,vonmises,bernoulli",
+    "estimators": "implicit,gumbel,nvil,vimco",
+    "dims": "10",
+    "seeds": "0,1",
+    "epochs": 10,
+}
+
+
+def add_compare_options(parser: argparse.ArgumentParser) -> None:
+    grid_options = parser.add_argument_group("grid")
+    grid_options.add_argument(
+        "--latents", default=DEFAULT_GRID["latents"], help="comma-separated latent families"
+    )
+    grid_options.add_argument(
+        "--estimators", default=DEFAULT_GRID["estimators"], help="comma-separated estimators"
+    )
+    grid_options.add_argument(
+        "--dims", default=DEFAULT_GRID["dims"], help="latent sizes of the continuous families"
+    )
+    grid_options.add_argument("--seeds", default=DEFAULT_GRID["seeds"], help="e.g. 0,1,2")
+    grid_options.add_argument("--out", default="runs/compare", help="results folder")
+    grid_options.add_argument("--no-figures", action="store_true", help="skip the figures")
+
+
+def _split(text: str, name: str, cast=str) -> list:
+    try:
+        values = [cast(item.strip()) for item in text.split(",") if item.strip()]
+    except ValueError as error:
+        raise UsageError(f"{name}: cannot parse {text!r} ({error})") from None
+    if not values:
+        raise UsageError(f"{name} must list at least one value")
+    return values
+
+
+def grid(
+    latents: list[str], estimators: list[str], dims: list[int], seeds: list[int]
+) -> tuple[list[tuple[str, str, int | None, int]], list[str]]:
+    """The runs (latent, estimator, dim, seed) of the grid and the messages for skipped pairs."""
+    for latent in latents:
+        if latent not in FAMILIES:
+            raise UsageError(f"unknown latent family {latent!r}; choose from {', '.join(FAMILIES)}")
+    for estimator in estimators:
+        if estimator not in ESTIMATOR_KINDS:
+            raise UsageError(
+                f"unknown estimator {estimator!r}; choose from {', '.join(ESTIMATOR_KINDS)}"
+            )
+    runs, skipped = [], []
+    for latent in latents:
+        family = FAMILIES[latent]
+        for estimator in estimators:
+            if estimator not in family.estimators:
+                continue
+            if not family.available() or not estimator_available(estimator):
+                skipped.append(f"{latent}/{estimator}: not provided by this installation yet")
+                continue
+            for dim in [None] if family.discrete else dims:
+                runs.extend((latent, estimator, dim, seed) for seed in seeds)
+    if not runs:
+        raise UsageError(
+            "the grid is empty: no --latents/--estimators pair can be trained"
+            + (f" ({'; '.join(skipped)})" if skipped else "")
+        )
+    return runs, skipped
+
+
+def compare_from_args(args: argparse.Namespace) -> int:
+    runs, skipped = grid(
+        _split(args.latents, "--latents"),
+        _split(args.estimators, "--estimators"),
+        _split(args.dims, "--dims", int),
+        _split(args.seeds, "--seeds", int),
+    )
+    base = TrainConfig(
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        device=args.device,
+        data=args.data,
+        data_dir=args.data_dir,
+        train_size=args.train_size,
+        test_size=args.test_size,
+        iwae_samples=args.iwae_samples,
+        samples=args.samples,
+        temperature=args.temperature,
+        progress=False if args.no_progress else None,
+    )
+    compare(runs, base, Path(args.out), skipped=skipped, figures=not args.no_figures)
+    return 0
+
+
+def compare(
+    runs: list[tuple[str, str, int | None, int]],
+    base: TrainConfig,
+    out: Path,
+    skipped: list[str] = (),
+    figures: bool = True,
+    log=print,
+) -> list[dict[str, Any]]:
+    """Train every run of the grid (or reuse it), then write the tables and figures."""
+    started = time.perf_counter()
+    configs = [
+        resolve_config(replace(base, latent=latent, estimator=estimator, dim=dim, seed=seed))
+        for latent, estimator, dim, seed in runs
+    ]
+    dataset = load_dataset(base.data, base.data_dir)
+    for message in skipped:
+        log(f"skipped {message}")
+    log(f"compare: {len(configs)} runs on {base.data}, results in {out}")
+    results = []
+    for number, config in enumerate(configs, 1):
+        run_dir = out / "runs" / _run_name(config)
+        config = replace(config, out=str(run_dir), resume=True)
+        log(f"[{number}/{len(configs)}] {_run_name(config)}")
+        result = _reuse(config, dataset)
+        if result is None:
+            result = train(config, dataset=dataset, log=lambda line: log("    " + line))
+        results.append(result)
+    out.mkdir(parents=True, exist_ok=True)
+    table = results_table(results, base.iwae_samples)
+    (out / "results.md").write_text(table + "\n")
+    _write_csv(out, results)
+    if figures:
+        from stochgrad.cli.figures import write_figures
+
+        write_figures(results, out / "figures")
+    minutes = (time.perf_counter() - started) / 60
+    log("")
+    log(table)
+    log(f"\ncompare finished in {minutes:.1f} min; tables and figures in {out}")
+    return results
+
+
+def _run_name(config: TrainConfig) -> str:
+    return f"{config.latent}-{config.estimator}-d{config.dim}-s{config.seed}"
+
+
+def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
+    """The finished run in ``config.out`` if its settings match, with its trained model."""
+    run_dir = Path(config.out)
+    metrics_path, checkpoint_path = run_dir / METRICS_NAME, run_dir / CHECKPOINT_NAME
+    if not (metrics_path.exists() and checkpoint_path.exists()):
+        return None
+    metrics = json.loads(metrics_path.read_text())
+    wanted = _public(config)
+    if any(metrics["config"].get(key) != value for key, value in wanted.items() if key != "out"):
+        return None
+    state = load_checkpoint(checkpoint_path)
+    data = dataset.subset(config.train_size, config.test_size)
+    vae = VAE(FAMILIES[config.latent], config.dim, data.num_pixels, config.estimator)
+    vae.load_state_dict(
+        {key[4:]: value for key, value in state["model"].items() if key.startswith("vae.")}
+    )
+    return {**metrics, "model": vae.to(config.device), "dataset": data}
+
+
+def _group(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for result in results:
+        config = result["config"]
+        groups.setdefault((config["latent"], config["estimator"], config["dim"]), []).append(
+            result
+        )
+    return groups
+
+
+def _mean_std(values: list[float]) -> tuple[float, float]:
+    mean = statistics.fmean(values)
+    return mean, statistics.stdev(values) if len(values) > 1 else math.nan
+
+
+def _summaries(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rows = []
+    for (latent, estimator, dim), members in _group(results).items():
+        row: dict[str, Any] = {
+            "latent": latent,
+            "estimator": estimator,
+            "dim": dim,
+            "seeds": len(members),
+        }
+        for key in ("test_neg_elbo", "test_iwae_ll", "seconds_per_epoch"):
+            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in members])
+        rows.append(row)
+    return rows
+
+
+def results_table(results: list[dict[str, Any]], iwae_samples: int) -> str:
+    """Markdown table: mean ± std over seeds of the test -ELBO, log p(x) and time per epoch."""
+
+    def cell(row, key, digits):
+        mean, std = row[f"{key}_mean"], row[f"{key}_std"]
+        return f"{mean:.{digits}f}" + ("" if math.isnan(std) else f" ± {std:.{digits}f}")
+
+    lines = [
+        f"| latent | estimator | dim | seeds | test −ELBO (nats) | test log p(x) ≥, K={iwae_samples}"
+        " | s / epoch |",
+        "|---|---|---:|---:|---:|---:|---:|",
+    ]
+    for row in _summaries(results):
+        lines.append(
+            f"| {row['latent']} | {row['estimator']} | {row['dim']} | {row['seeds']} | "
+            f"{cell(row, 'test_neg_elbo', 2)} | {cell(row, 'test_iwae_ll', 2)} | "
+            f"{cell(row, 'seconds_per_epoch', 2)} |"
+        )
+    return "\n".join(lines)
+
+
+def _write_csv(out: Path, results: list[dict[str, Any]]) -> None:
+    summaries = _summaries(results)
+    with open(out / "results.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
+        writer.writeheader()
+        writer.writerows(summaries)
+    fields = ["latent", "estimator", "dim", "seed", "epochs", "test_neg_elbo", "test_iwae_ll",
+              "seconds_per_epoch"]  # fmt: skip
+    with open(out / "runs.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        for result in results:
+            config = result["config"]
+            writer.writerow(
+                {
+                    **{key: config[key] for key in ("latent", "estimator", "dim", "seed")},
+                    "epochs": len(result["history"]),
+                    **{key: result[key] for key in fields[5:]},
+                }
+            )
+

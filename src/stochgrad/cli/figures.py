@@ -1,0 +1,125 @@
+"""Figures of ``stochgrad compare``: learning curves, reconstructions, prior samples, embeddings.
+
+Each figure shows one model per (latent, estimator, dim) group: the run with the first seed.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+__all__ = ["write_figures"]
+
+_COLUMNS = 10
+_FIGURE_SEED = 2018
+
+
+def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
+    """Write the four PNG figures into ``folder`` and return their paths."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    folder.mkdir(parents=True, exist_ok=True)
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for result in results:
+        config = result["config"]
+        label = f"{config['latent']}/{config['estimator']} d={config['dim']}"
+        groups.setdefault(label, []).append(result)
+    firsts = {label: members[0] for label, members in groups.items()}
+    paths = [
+        _learning_curves(plt, groups, folder / "learning_curves.png"),
+        _image_grid(plt, firsts, folder / "reconstructions.png", reconstruct=True),
+        _image_grid(plt, firsts, folder / "prior_samples.png", reconstruct=False),
+        _embeddings(plt, firsts, folder / "latent_embeddings.png"),
+    ]
+    return paths
+
+
+def _learning_curves(plt, groups, path: Path) -> Path:
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for label, members in groups.items():
+        epochs = [record["epoch"] for record in members[0]["history"]]
+        curves = torch.tensor([[r["test_neg_elbo"] for r in m["history"]] for m in members])
+        axis.plot(epochs, curves.mean(0).tolist(), marker="o", markersize=3, label=label)
+    axis.set_xlabel("epoch")
+    axis.set_ylabel("test negative ELBO (nats, mean over seeds)")
+    axis.set_title("Learning curves")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+@torch.no_grad()
+def _image_grid(plt, firsts, path: Path, reconstruct: bool) -> Path:
+    rows = len(firsts) + (1 if reconstruct else 0)
+    figure, axes = plt.subplots(rows, _COLUMNS, figsize=(_COLUMNS * 0.8, rows * 0.85),
+                                squeeze=False)  # fmt: skip
+    generator = torch.Generator().manual_seed(_FIGURE_SEED)
+    row = 0
+    if reconstruct:
+        dataset = next(iter(firsts.values()))["dataset"]
+        originals = dataset.test_images[:_COLUMNS]
+        _show_row(axes[0], originals, dataset.image_shape, "data")
+        row = 1
+    for label, result in firsts.items():
+        vae, dataset = result["model"], result["dataset"]
+        device = next(vae.parameters()).device
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
+            if reconstruct:
+                images = torch.bernoulli(dataset.test_images[:_COLUMNS], generator=generator)
+                z = vae.posterior(images.to(device)).sample()
+            else:
+                z = vae.prior(torch.zeros((), device=device)).sample((_COLUMNS,))
+            probabilities = torch.sigmoid(vae.decode_logits(z)).cpu()
+        _show_row(axes[row], probabilities, dataset.image_shape, label)
+        row += 1
+    figure.suptitle("Reconstructions of test digits" if reconstruct else "Samples from the prior")
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _show_row(axes, images, shape, label: str) -> None:
+    for column, axis in enumerate(axes):
+        axis.imshow(images[column].reshape(shape).numpy(), cmap="gray_r", vmin=0, vmax=1)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    axes[0].set_ylabel(label, rotation=0, ha="right", va="center", fontsize=7)
+
+
+@torch.no_grad()
+def _embeddings(plt, firsts, path: Path) -> Path:
+    count = len(firsts)
+    columns = min(count, 4)
+    rows = -(-count // columns)
+    figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
+    for axis in axes.flat[count:]:
+        axis.set_visible(False)
+    for axis, (label, result) in zip(axes.flat, firsts.items()):
+        vae, dataset = result["model"], result["dataset"]
+        device = next(vae.parameters()).device
+        points = vae.family.embedding(vae.posterior(dataset.test_images.to(device))).cpu()
+        points = points.double()
+        if points.shape[1] > 2:  # principal components of the posterior summaries
+            centred = points - points.mean(0)
+            _, _, vectors = torch.linalg.svd(centred, full_matrices=False)
+            points = centred @ vectors[:2].T
+        scatter = axis.scatter(points[:, 0], points[:, 1], c=dataset.test_labels, cmap="tab10",
+                               s=4, vmin=-0.5, vmax=9.5)  # fmt: skip
+        axis.set_title(label, fontsize=8)
+        axis.set_xticks([])
+        axis.set_yticks([])
+    figure.colorbar(scatter, ax=axes.ravel().tolist(), ticks=range(10), label="digit")
+    figure.suptitle("Test-set posterior summaries (first two principal components)")
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path

@@ -1,0 +1,216 @@
+"""The VAEs trained by ``stochgrad train``: latent families and the MLP encoder/decoder.
+
+Architecture and priors follow the VAE experiments of Figurnov, Mohamed & Mnih (2018),
+"Implicit Reparameterization Gradients": fully connected encoder ``pixels-256-128-params`` and
+decoder ``features-128-256-pixels`` (ReLU), Bernoulli likelihood on binarized pixels, priors
+N(0, I), Gamma(0.3, 0.3), Uniform(0, 1) = Beta(1, 1) and Uniform(-pi, pi) for von Mises. The
+discrete latents follow the discrete-VAE literature (Maddison et al., 2017; Jang et al., 2017;
+Tucker et al., 2017): 200 Bernoulli units or 20 categorical units with 10 classes each, with
+uniform priors.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch import distributions as td
+
+from stochgrad.cli import _library
+
+__all__ = ["FAMILIES", "LatentFamily", "VAE", "kl_term"]
+
+_MIN_POSITIVE = 1e-3
+CATEGORIES = 10
+_MIXTURE_COMPONENTS = 3
+
+
+def _positive(raw: Tensor) -> Tensor:
+    return F.softplus(raw) + _MIN_POSITIVE
+
+
+@dataclass(frozen=True)
+class LatentFamily:
+    """A latent family: how encoder outputs become q(z|x), its prior and decoder features."""
+
+    name: str
+    discrete: bool
+    estimators: tuple[str, ...]
+    default_dim: int
+    params_per_unit: int
+
+    def param_size(self, dim: int) -> int:
+        return dim * self.params_per_unit
+
+    def feature_size(self, dim: int) -> int:
+        if self.name == "vonmises":
+            return 2 * dim
+        if self.name == "categorical":
+            return dim * CATEGORIES
+        return dim
+
+    def features(self, z: Tensor) -> Tensor:
+        """Decoder input for samples ``z`` (angles become (cos, sin); one-hots are flattened)."""
+        if self.name == "vonmises":
+            return torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
+        if self.name == "categorical":
+            return z.flatten(-2)
+        return z
+
+    def available(self) -> bool:
+        """Whether this build can sample the family with a gradient (library or stand-in)."""
+        return self.discrete or _library.implicit_class(self.name) is not None
+
+    def posterior(self, raw: Tensor, dim: int, estimator: str) -> td.Distribution:
+        """q(z|x) with one event per example, built from the encoder output ``raw``."""
+        if self.name == "bernoulli":
+            return td.Independent(td.Bernoulli(logits=raw), 1)
+        if self.name == "categorical":
+            logits = raw.unflatten(-1, (dim, CATEGORIES))
+            return td.Independent(td.OneHotCategorical(logits=logits), 1)
+        if self.name == "normal":
+            loc, scale = raw.chunk(2, dim=-1)
+            # "reparam" is the explicit z = loc + scale * eps, i.e. torch's own Normal.
+            cls = td.Normal if estimator == "reparam" else _library.implicit_class("normal")
+            return td.Independent(cls(loc, _positive(scale)), 1)
+        if self.name == "mixture":
+            return _mixture_posterior(raw, dim)
+        cls = _library.implicit_class(self.name)
+        if self.name == "dirichlet":
+            return cls(_positive(raw))
+        first, second = raw.chunk(2, dim=-1)
+        if self.name == "vonmises":
+            return td.Independent(cls(math.pi * torch.tanh(first), _positive(second)), 1)
+        return td.Independent(cls(_positive(first), _positive(second)), 1)
+
+    def prior(self, dim: int, like: Tensor) -> td.Distribution:
+        """p(z) on the device and dtype of ``like``."""
+
+        def full(value: float, *shape: int) -> Tensor:
+            return torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+        if self.name == "bernoulli":
+            return td.Independent(td.Bernoulli(probs=full(0.5, dim)), 1)
+        if self.name == "categorical":
+            return td.Independent(td.OneHotCategorical(logits=full(0.0, dim, CATEGORIES)), 1)
+        if self.name in ("normal", "mixture"):
+            return td.Independent(td.Normal(full(0.0, dim), full(1.0, dim)), 1)
+        if self.name == "gamma":
+            return td.Independent(td.Gamma(full(0.3, dim), full(0.3, dim)), 1)
+        if self.name == "beta":
+            return td.Independent(td.Beta(full(1.0, dim), full(1.0, dim)), 1)
+        if self.name == "dirichlet":
+            return td.Dirichlet(full(1.0, dim))
+        if self.name == "vonmises":
+            return td.Independent(td.Uniform(full(-math.pi, dim), full(math.pi, dim)), 1)
+        raise ValueError(f"unknown latent family {self.name!r}")
+
+    def embedding(self, q: td.Distribution) -> Tensor:
+        """A point per example summarising q(z|x), for the 2-D latent plots."""
+        base = q.base_dist if isinstance(q, td.Independent) else q
+        if self.name == "vonmises":
+            return torch.cat([torch.cos(base.loc), torch.sin(base.loc)], dim=-1)
+        if self.discrete:
+            return base.probs.flatten(1)
+        return q.mean.flatten(1)
+
+
+def _mixture_posterior(raw: Tensor, dim: int) -> td.Distribution:
+    cls = _library.implicit_class("mixture")
+    logits, loc, scale = raw.unflatten(-1, (dim, 3 * _MIXTURE_COMPONENTS)).chunk(3, dim=-1)
+    components = _library.implicit_class("normal")(loc, _positive(scale))
+    return td.Independent(cls(td.Categorical(logits=logits), components), 1)
+
+
+_CONTINUOUS_ESTIMATORS = ("implicit",)
+_DISCRETE_ESTIMATORS = (
+    "gumbel",
+    "st",
+    "igr",
+    "reinforce",
+    "nvil",
+    "vimco",
+    "rebar",
+    "relax",
+    "disarm",
+    "rws",
+)
+
+FAMILIES: dict[str, LatentFamily] = {
+    family.name: family
+    for family in (
+        LatentFamily("normal", False, ("reparam", "implicit"), 10, 2),
+        LatentFamily("gamma", False, _CONTINUOUS_ESTIMATORS, 10, 2),
+        LatentFamily("beta", False, _CONTINUOUS_ESTIMATORS, 10, 2),
+        LatentFamily("dirichlet", False, _CONTINUOUS_ESTIMATORS, 10, 1),
+        LatentFamily("vonmises", False, _CONTINUOUS_ESTIMATORS, 10, 2),
+        LatentFamily("mixture", False, _CONTINUOUS_ESTIMATORS, 10, 3 * _MIXTURE_COMPONENTS),
+        LatentFamily("bernoulli", True, _DISCRETE_ESTIMATORS, 200, 1),
+        LatentFamily("categorical", True, tuple(e for e in _DISCRETE_ESTIMATORS if e != "disarm"),
+                     20, CATEGORIES),
+    )
+}
+
+
+def _mlp(sizes: list[int]) -> nn.Sequential:
+    layers: list[nn.Module] = []
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+        layers.append(nn.Linear(fan_in, fan_out))
+        if index < len(sizes) - 2:
+            layers.append(nn.ReLU())
+    return nn.Sequential(*layers)
+
+
+class VAE(nn.Module):
+    """Encoder ``pixels-256-128-params`` and Bernoulli decoder ``features-128-256-pixels``.
+
+    Args:
+        family: the latent family.
+        dim: number of latent units (Dirichlet: number of components).
+        num_pixels: image size after flattening.
+        estimator: the gradient estimator (selects the sampler class for ``normal``).
+        hidden: hidden layer widths of the encoder; the decoder mirrors them.
+    """
+
+    def __init__(
+        self,
+        family: LatentFamily,
+        dim: int,
+        num_pixels: int,
+        estimator: str = "implicit",
+        hidden: tuple[int, ...] = (256, 128),
+    ):
+        super().__init__()
+        self.family = family
+        self.dim = dim
+        self.estimator = estimator
+        self.encoder = _mlp([num_pixels, *hidden, family.param_size(dim)])
+        self.decoder = _mlp([family.feature_size(dim), *reversed(hidden), num_pixels])
+
+    def posterior(self, x: Tensor) -> td.Distribution:
+        """q(z|x) for a batch of binary images ``x`` of shape (batch, pixels)."""
+        return self.family.posterior(self.encoder(x), self.dim, self.estimator)
+
+    def prior(self, like: Tensor) -> td.Distribution:
+        return self.family.prior(self.dim, like)
+
+    def decode_logits(self, z: Tensor) -> Tensor:
+        return self.decoder(self.family.features(z))
+
+    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
+        """log p(x|z) summed over pixels; ``z`` may carry leading sample dimensions."""
+        logits = self.decode_logits(z)
+        return -F.binary_cross_entropy_with_logits(
+            logits, x.expand_as(logits), reduction="none"
+        ).sum(-1)
+
+
+def kl_term(q: td.Distribution, p: td.Distribution, z: Tensor) -> Tensor:
+    """KL(q || p) in closed form when torch knows it, else the one-sample log q(z) - log p(z)."""
+    try:
+        return td.kl_divergence(q, p)
+    except NotImplementedError:
+        return q.log_prob(z) - p.log_prob(z)

@@ -1,0 +1,369 @@
+"""``stochgrad train``: one VAE, with per-epoch checkpoints, exact resume and DDP.
+
+Randomness has three owners so that a resumed run repeats an uninterrupted one bit for bit:
+a data generator (shuffling and dynamic binarization, the same on every rank), the global torch
+RNG (latent samples, seeded per rank) and a fixed evaluation seed used inside ``fork_rng`` (so
+measuring the test loss never moves the training streams). All three are saved every epoch.
+
+Under ``torchrun --nproc_per_node=N`` each rank takes every N-th example of the same global
+batch; DDP averages the gradients and the estimators' running statistics are averaged by the
+objectives themselves.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.distributed as dist
+from torch import Tensor, nn
+
+from stochgrad.cli.checkpoint import load_checkpoint, remove_stale_temporaries, save_atomic
+from stochgrad.cli.evaluate import iwae_log_likelihood, negative_elbo
+from stochgrad.cli.models import FAMILIES, VAE
+from stochgrad.cli.objectives import ESTIMATOR_KINDS, estimator_available, make_objective
+from stochgrad.data import DATASETS, Dataset, binarize, load_dataset, minibatches
+
+__all__ = ["TrainConfig", "TrainingError", "UsageError", "resolve_config", "train"]
+
+CHECKPOINT_NAME = "checkpoint.pt"
+METRICS_NAME = "metrics.json"
+_EVAL_SEED = 987654321
+# Settings that must match for --resume to continue the same run.
+_RUN_DEFINING = (
+    "latent", "estimator", "dim", "batch_size", "lr", "seed", "data", "train_size",
+    "test_size", "samples", "temperature",
+)  # fmt: skip
+
+
+class UsageError(ValueError):
+    """A bad command line: the message is printed as one line, the exit status is 2."""
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (for example the loss became NaN); exit status 1."""
+
+
+@dataclass
+class TrainConfig:
+    """Everything that defines one training run (the ``stochgrad train`` options)."""
+
+    latent: str = "normal"
+    estimator: str | None = None
+    dim: int | None = None
+    epochs: int = 10
+    batch_size: int = 100
+    lr: float = 1e-3
+    seed: int = 0
+    device: str = "cpu"
+    out: str = "runs/train"
+    data: str = "mnist5k"
+    data_dir: str | None = None
+    train_size: int | None = None
+    test_size: int | None = None
+    iwae_samples: int = 1000
+    samples: int = 5
+    temperature: float = 0.5
+    resume: bool = False
+    progress: bool | None = None
+
+
+def resolve_config(config: TrainConfig) -> TrainConfig:
+    """Fill per-family defaults and reject impossible settings with a one-line UsageError."""
+    if config.latent not in FAMILIES:
+        raise UsageError(
+            f"unknown latent family {config.latent!r}; choose one of {', '.join(FAMILIES)}"
+        )
+    family = FAMILIES[config.latent]
+    estimator = config.estimator or family.estimators[0]
+    if estimator not in ESTIMATOR_KINDS:
+        raise UsageError(
+            f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATOR_KINDS)}"
+        )
+    if estimator not in family.estimators:
+        kind = "discrete" if family.discrete else "continuous"
+        raise UsageError(
+            f"--latent {family.name} cannot be trained with --estimator {estimator}: "
+            f"a {kind} latent takes one of {', '.join(family.estimators)}"
+        )
+    if not family.available():
+        raise UsageError(
+            f"--latent {family.name} needs its sampler from stochgrad.implicit, "
+            "which this installation does not provide yet"
+        )
+    if not estimator_available(estimator):
+        raise UsageError(
+            f"--estimator {estimator} needs stochgrad.estimators/stochgrad.relaxed support, "
+            "which this installation does not provide yet"
+        )
+    dim = family.default_dim if config.dim is None else config.dim
+    checks = [
+        ("--dim", dim, 2 if family.name == "dirichlet" else 1),
+        ("--epochs", config.epochs, 1),
+        ("--batch-size", config.batch_size, 1),
+        ("--iwae-samples", config.iwae_samples, 1),
+        ("--samples", config.samples, 2 if ESTIMATOR_KINDS[estimator] == "multi" else 1),
+    ]
+    for name, value, minimum in checks:
+        if value < minimum:
+            raise UsageError(f"{name} must be >= {minimum}, got {value}")
+    for name, value in (("--lr", config.lr), ("--temperature", config.temperature)):
+        if not value > 0:
+            raise UsageError(f"{name} must be > 0, got {value}")
+    if config.data not in DATASETS:
+        raise UsageError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
+    device = config.device
+    if not (device == "cpu" or device.startswith("cuda")):
+        raise UsageError(f"--device must be cpu or cuda[:index], got {device!r}")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError("--device cuda was requested but torch.cuda.is_available() is False")
+    return replace(config, estimator=estimator, dim=dim)
+
+
+class _Step(nn.Module):
+    """The VAE and its objective as one module, so DDP sees (and syncs) both."""
+
+    def __init__(self, vae: VAE, objective: nn.Module):
+        super().__init__()
+        self.vae = vae
+        self.objective = objective
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        return self.objective(self.vae, images)
+
+
+def _distributed(device: str) -> tuple[int, int, bool]:
+    """(rank, world size, whether this call started the process group)."""
+    if dist.is_available() and dist.is_initialized():
+        return dist.get_rank(), dist.get_world_size(), False
+    if int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if device.startswith("cuda") else "gloo")
+        return dist.get_rank(), dist.get_world_size(), True
+    return 0, 1, False
+
+
+def _rank_device(device: str, world_size: int) -> torch.device:
+    if device.startswith("cuda") and world_size > 1:
+        local = int(os.environ.get("LOCAL_RANK", "0"))
+        torch.cuda.set_device(local)
+        return torch.device("cuda", local)
+    return torch.device(device)
+
+
+def _rng_state(device: torch.device) -> dict[str, Tensor]:
+    state = {"torch": torch.get_rng_state()}
+    if device.type == "cuda":
+        state["cuda"] = torch.cuda.get_rng_state(device)
+    return state
+
+
+def _set_rng_state(state: dict[str, Tensor], device: torch.device) -> None:
+    torch.set_rng_state(state["torch"])
+    if device.type == "cuda" and "cuda" in state:
+        torch.cuda.set_rng_state(state["cuda"], device)
+
+
+def _gather(obj: Any, world_size: int) -> list[Any]:
+    if world_size == 1:
+        return [obj]
+    gathered: list[Any] = [None] * world_size
+    dist.all_gather_object(gathered, obj)
+    return gathered
+
+
+def _evaluate(vae: VAE, images: Tensor, device: torch.device, fn: Callable, *args) -> float:
+    """Run ``fn`` under a fixed seed without touching the training RNG streams."""
+    devices = [device] if device.type == "cuda" else []
+    was_training = vae.training
+    vae.eval()
+    with torch.random.fork_rng(devices=devices, device_type=device.type):
+        torch.manual_seed(_EVAL_SEED)
+        value = fn(vae, images, *args)
+    vae.train(was_training)
+    return value
+
+
+def train(
+    config: TrainConfig,
+    dataset: Dataset | None = None,
+    log: Callable[[str], None] = print,
+) -> dict[str, Any]:
+    """Train one VAE as ``config`` says and return its metrics (also written to metrics.json).
+
+    The returned dict holds the resolved config, ``history`` (one record per epoch), the final
+    ``test_neg_elbo``, ``test_iwae_ll`` and ``seconds_per_epoch``.
+    """
+    config = resolve_config(config)
+    rank, world_size, owns_group = _distributed(config.device)
+    try:
+        return _train(config, dataset, log if rank == 0 else (lambda _: None), rank, world_size)
+    finally:
+        if owns_group:
+            dist.destroy_process_group()
+
+
+def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
+    device = _rank_device(config.device, world_size)
+    if dataset is None:
+        dataset = load_dataset(config.data, config.data_dir)
+    dataset = dataset.subset(config.train_size, config.test_size)
+    if config.batch_size % world_size:
+        raise UsageError(
+            f"--batch-size {config.batch_size} must be divisible by the {world_size} processes"
+        )
+    family = FAMILIES[config.latent]
+    out = Path(config.out)
+    checkpoint_path = out / CHECKPOINT_NAME
+
+    torch.manual_seed(config.seed)  # the same initial weights on every rank
+    vae = VAE(family, config.dim, dataset.num_pixels, config.estimator)
+    objective = make_objective(
+        config.estimator, dataset.num_pixels, config.samples, config.temperature
+    )
+    step = _Step(vae, objective).to(device)
+    model: nn.Module = step
+    if world_size > 1:
+        model = nn.parallel.DistributedDataParallel(
+            step,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # the objectives average their own statistics
+        )
+    optimizer = torch.optim.Adam(step.parameters(), lr=config.lr)
+    data_generator = torch.Generator().manual_seed(config.seed)
+    torch.manual_seed(config.seed * 1_000_003 + rank)
+    if device.type == "cuda":
+        torch.cuda.manual_seed(config.seed * 1_000_003 + rank)
+
+    history: list[dict[str, float]] = []
+    start_epoch = 0
+    if config.resume and checkpoint_path.exists():
+        state = load_checkpoint(checkpoint_path)
+        _check_resumable(state, config, world_size)
+        step.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        data_generator.set_state(state["rng"]["data"])
+        _set_rng_state(state["rng"]["ranks"][rank], device)
+        history = state["history"]
+        start_epoch = state["epoch"]
+        log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
+    if rank == 0:
+        remove_stale_temporaries(checkpoint_path)
+
+    test_images = dataset.binarized_test_images().to(device)
+    train_images = dataset.train_images
+    log(
+        f"train {config.latent}/{config.estimator} dim={config.dim} on {dataset.name} "
+        f"({len(train_images)} train, {len(test_images)} test), {world_size} process(es)"
+    )
+    for epoch in range(start_epoch + 1, config.epochs + 1):
+        started = time.perf_counter()
+        batches = minibatches(len(train_images), config.batch_size, data_generator)
+        total = torch.zeros(2, dtype=torch.float64)
+        for index in _progress(batches, config, rank, epoch):
+            images = binarize(train_images[index], data_generator)[rank::world_size].to(device)
+            loss, bound = model(images)
+            if not torch.isfinite(loss):
+                raise TrainingError(
+                    f"the loss became {loss.item()} in epoch {epoch}; try a smaller --lr"
+                )
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            total += torch.tensor([bound.sum().item(), bound.numel()], dtype=torch.float64)
+        if world_size > 1:
+            dist.all_reduce(total)
+        seconds = time.perf_counter() - started
+        record = {
+            "epoch": epoch,
+            "train_bound": (total[0] / total[1]).item(),
+            "test_neg_elbo": _evaluate(vae, test_images, device, negative_elbo)
+            if rank == 0
+            else float("nan"),
+            "seconds": seconds,
+        }
+        history.append(record)
+        log(
+            f"epoch {epoch:3d}/{config.epochs}  train bound {record['train_bound']:9.3f}  "
+            f"test -ELBO {record['test_neg_elbo']:9.3f}  {seconds:6.2f} s"
+        )
+        _save(checkpoint_path, step, optimizer, data_generator, history, config, rank,
+              world_size, device)  # fmt: skip
+
+    result: dict[str, Any] = {}
+    if rank == 0:
+        log(f"importance-weighted log-likelihood with K={config.iwae_samples} ...")
+        seconds = [record["seconds"] for record in history]
+        result = {
+            "config": _public(config),
+            "history": history,
+            "test_neg_elbo": _evaluate(vae, test_images, device, negative_elbo),
+            "test_iwae_ll": _evaluate(
+                vae, test_images, device, iwae_log_likelihood, config.iwae_samples
+            ),
+            "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
+            "world_size": world_size,
+        }
+        out.mkdir(parents=True, exist_ok=True)
+        (out / METRICS_NAME).write_text(json.dumps(result, indent=2))
+        log(
+            f"done: test -ELBO {result['test_neg_elbo']:.3f}  "
+            f"test log p(x) >= {result['test_iwae_ll']:.3f} (K={config.iwae_samples})  "
+            f"{result['seconds_per_epoch']:.2f} s/epoch"
+        )
+    result["model"] = vae
+    result["dataset"] = dataset
+    return result
+
+
+def _progress(batches, config: TrainConfig, rank: int, epoch: int):
+    if config.progress is False or rank != 0:
+        return batches
+    from tqdm.auto import tqdm
+
+    # disable=None lets tqdm hide the bar when stderr is not a terminal.
+    return tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None if config.progress is None else False)
+
+
+def _public(config: TrainConfig) -> dict[str, Any]:
+    public = asdict(config)
+    for private in ("resume", "progress"):
+        public.pop(private)
+    return public
+
+
+def _save(path, step, optimizer, data_generator, history, config, rank, world_size, device):
+    rng = _gather(_rng_state(device), world_size)
+    if rank == 0:
+        state = {
+            "epoch": history[-1]["epoch"],
+            "history": history,
+            "config": _public(config),
+            "world_size": world_size,
+            "model": step.state_dict(),
+            "optimizer": optimizer.state_dict(),
+            "rng": {"data": data_generator.get_state(), "ranks": rng},
+        }
+        save_atomic(state, path)
+    if world_size > 1:
+        dist.barrier()
+
+
+def _check_resumable(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:
+    saved = state["config"]
+    for key in _RUN_DEFINING:
+        if saved.get(key) != getattr(config, key):
+            raise UsageError(
+                f"--resume: the checkpoint was written with {key}={saved.get(key)!r}, "
+                f"this run has {key}={getattr(config, key)!r}"
+            )
+    if state["world_size"] != world_size:
+        raise UsageError(
+            f"--resume: the checkpoint was written by {state['world_size']} process(es), "
+            f"this run has {world_size}"
+        )

@@ -1,0 +1,133 @@
+"""Numerics shared by the relaxed families: the straight-through trick, noise and Pyro hooks."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.distributions import constraints
+from torch.distributions.utils import clamp_probs
+
+__all__ = [
+    "EMPTY_SHAPE",
+    "PyroCompatible",
+    "open_unit_interval",
+    "binary_concrete_log_prob",
+    "gumbel_like",
+    "logistic_like",
+    "normal_to_logistic",
+    "logistic_to_normal",
+    "straight_through",
+    "uniform_like",
+]
+
+
+EMPTY_SHAPE = torch.Size()
+
+
+class _OpenInterval(constraints.Constraint):
+    """The open interval ``(lower, upper)``: parameters whose logit must be finite."""
+
+    def __init__(self, lower: float, upper: float) -> None:
+        self.lower, self.upper = lower, upper
+        super().__init__()
+
+    def check(self, value: Tensor) -> Tensor:
+        return (value > self.lower) & (value < self.upper)
+
+
+open_unit_interval = _OpenInterval(0.0, 1.0)
+
+
+def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
+    """Return ``hard`` in value with the gradient of ``soft`` (the straight-through trick).
+
+    The one place in :mod:`stochgrad.relaxed` where ``hard + (soft - stop_grad(soft))`` is written.
+    """
+    return hard + (soft - soft.detach())
+
+
+def uniform_like(shape: torch.Size, like: Tensor) -> Tensor:
+    """Uniform(0, 1) draws of ``shape`` kept strictly inside (0, 1) so their logits are finite."""
+    return clamp_probs(torch.rand(shape, dtype=like.dtype, device=like.device))
+
+
+def logistic_like(shape: torch.Size, like: Tensor) -> Tensor:
+    """Standard logistic draws, ``logit(u)`` with ``u ~ Uniform(0, 1)``."""
+    u = uniform_like(shape, like)
+    return u.log() - (-u).log1p()
+
+
+def gumbel_like(shape: torch.Size, like: Tensor) -> Tensor:
+    """Standard Gumbel draws, ``-log(-log(u))`` with ``u ~ Uniform(0, 1)``."""
+    return -(-uniform_like(shape, like).log()).log()
+
+
+def normal_to_logistic(v: Tensor) -> Tensor:
+    """``logit(Phi(v))`` computed in log space, finite for every finite ``v``."""
+    return torch.special.log_ndtr(v) - torch.special.log_ndtr(-v)
+
+
+def logistic_to_normal(logistic: Tensor) -> Tensor:
+    """``Phi^{-1}(sigmoid(l))``, the inverse of :func:`normal_to_logistic`.
+
+    Evaluated on the tail that keeps ``sigmoid`` away from 1, so large ``|l|`` stays finite.
+    """
+    tail = torch.special.ndtri(torch.sigmoid(-logistic.abs()))
+    return -torch.sign(logistic) * tail
+
+
+def binary_concrete_log_prob(value: Tensor, logit: Tensor, temperature: Tensor) -> Tensor:
+    """Log density of ``sigmoid((logit + L) / temperature)``, ``L ~ Logistic(0, 1)``, at ``value``.
+
+    With ``l = temperature * logit(value) - logit`` it is
+    ``log temperature + log sigmoid(l) + log sigmoid(-l) - log value - log(1 - value)``
+    (Maddison, Mnih & Teh, 2017, eq. 21).
+    """
+    log_value, log1m_value = value.log(), (-value).log1p()
+    logistic = temperature * (log_value - log1m_value) - logit
+    return (
+        temperature.log()
+        + F.logsigmoid(logistic)
+        + F.logsigmoid(-logistic)
+        - log_value
+        - log1m_value
+    )
+
+
+class PyroCompatible:
+    """The few hooks ``pyro.sample`` and Pyro's ELBOs call on a distribution.
+
+    Pyro is optional: it is imported only inside the methods that return Pyro objects.
+    """
+
+    def __call__(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+        if self.has_rsample:
+            return self.rsample(sample_shape)
+        return self.sample(sample_shape)
+
+    @property
+    def event_dim(self) -> int:
+        return len(self.event_shape)
+
+    def score_parts(self, value: Tensor):
+        from pyro.distributions.score_parts import ScoreParts
+
+        log_prob = self.log_prob(value)
+        # A reparameterized site needs no score-function term.
+        score_function = 0 if self.has_rsample else log_prob
+        return ScoreParts(log_prob=log_prob, score_function=score_function, entropy_term=log_prob)
+
+    def to_event(self, reinterpreted_batch_ndims: int | None = None):
+        from pyro.distributions import Independent
+
+        if reinterpreted_batch_ndims is None:
+            reinterpreted_batch_ndims = len(self.batch_shape)
+        if reinterpreted_batch_ndims == 0:
+            return self
+        return Independent(self, reinterpreted_batch_ndims)
+
+    def mask(self, mask: Tensor | bool):
+        from pyro.distributions import MaskedDistribution
+
+        return MaskedDistribution(self, mask)

@@ -1,0 +1,110 @@
+"""One list of foundation families for the property tests (issue 2)."""
+
+from dataclasses import dataclass, field
+
+import torch
+
+import stochgrad.implicit as irt
+
+
+@dataclass
+class Example:
+    name: str
+    cls: type
+    params: dict
+    # closed-form E[f(z)] as a function of the parameters (same order as params), per statistic
+    moments: dict = field(default_factory=dict)
+
+
+def _t(*values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def studentt_abs_mean(df, loc, scale):
+    # E|T| for the standard t, scaled; loc = 0 in the example.
+    log_c = torch.lgamma((df + 1) / 2) - torch.lgamma(df / 2)
+    return scale * 2 * torch.sqrt(df) * torch.exp(log_c) / (torch.pi**0.5 * (df - 1))
+
+
+EXAMPLES = [
+    Example(
+        "gamma",
+        irt.Gamma,
+        {"concentration": _t(0.3, 2.5), "rate": _t(1.5, 0.7)},
+        {
+            "z": (lambda z: z, lambda a, r: a / r),
+            "z^2": (lambda z: z**2, lambda a, r: a * (a + 1) / r**2),
+        },
+    ),
+    Example(
+        "gamma_small",
+        irt.Gamma,
+        {"concentration": _t(0.02), "rate": _t(1.0)},
+        {"z": (lambda z: z, lambda a, r: a / r)},
+    ),
+    Example(
+        "beta",
+        irt.Beta,
+        {"concentration1": _t(0.7, 3.0), "concentration0": _t(2.0, 0.4)},
+        {
+            "z": (lambda z: z, lambda a, b: a / (a + b)),
+            "z^2": (lambda z: z**2, lambda a, b: a * (a + 1) / ((a + b) * (a + b + 1))),
+        },
+    ),
+    Example(
+        "beta_small",
+        irt.Beta,
+        {"concentration1": _t(0.05), "concentration0": _t(0.08)},
+        {"z": (lambda z: z, lambda a, b: a / (a + b))},
+    ),
+    Example(
+        "dirichlet",
+        irt.Dirichlet,
+        {"concentration": _t(0.5, 2.0, 4.0)},
+        {
+            "z_0": (lambda z: z[..., 0], lambda c: c[..., 0] / c.sum(-1)),
+            "z_2^2": (
+                lambda z: z[..., 2] ** 2,
+                lambda c: c[..., 2] * (c[..., 2] + 1) / (c.sum(-1) * (c.sum(-1) + 1)),
+            ),
+        },
+    ),
+    Example(
+        "dirichlet_small",
+        irt.Dirichlet,
+        {"concentration": _t(0.02, 0.05)},
+        {"z_0": (lambda z: z[..., 0], lambda c: c[..., 0] / c.sum(-1))},
+    ),
+    Example(
+        "studentt",
+        irt.StudentT,
+        {"df": _t(4.0), "loc": _t(0.0), "scale": _t(1.7)},
+        {"|z|": (lambda z: z.abs(), studentt_abs_mean)},
+    ),
+    Example(
+        "studentt_loc",
+        irt.StudentT,
+        {"df": _t(6.0), "loc": _t(0.4), "scale": _t(2.0)},
+        {"z^2": (lambda z: z**2, lambda df, m, s: m**2 + s**2 * df / (df - 2))},
+    ),
+    Example(
+        "normal",
+        irt.Normal,
+        {"loc": _t(0.3, -1.0), "scale": _t(0.5, 2.0)},
+        {"z^2": (lambda z: z**2, lambda m, s: m**2 + s**2)},
+    ),
+    Example(
+        "mvn",
+        irt.MultivariateNormal,
+        {
+            "loc": _t(0.5, -0.3),
+            "scale_tril": torch.tensor([[1.0, 0.0], [0.6, 0.8]], dtype=torch.float64),
+        },
+        {
+            "z0*z1": (
+                lambda z: z[..., 0] * z[..., 1],
+                lambda m, L: m[..., 0] * m[..., 1] + (L @ L.transpose(-1, -2))[..., 0, 1],
+            ),
+        },
+    ),
+]
