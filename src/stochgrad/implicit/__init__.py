@@ -7,10 +7,14 @@ Use as ``import stochgrad.implicit as irt``. Every class is a drop-in replacemen
 
 from stochgrad.implicit.beta import Beta
 from stochgrad.implicit.dirichlet import Dirichlet
+from stochgrad.implicit.factorized import Factorized, ImplicitReparam
 from stochgrad.implicit.gamma import Gamma
+from stochgrad.implicit.mixture import Mixture, MixtureSameFamily
 from stochgrad.implicit.multivariate_normal import MultivariateNormal
 from stochgrad.implicit.normal import Normal
 from stochgrad.implicit.studentt import StudentT
+from stochgrad.implicit.truncated_normal import TruncatedNormal
+from stochgrad.implicit.vonmises import VonMises
 
 __all__ = [
     "Beta",
@@ -19,4 +23,10 @@ __all__ = [
     "MultivariateNormal",
     "Normal",
     "StudentT",
+    "Factorized",
+    "ImplicitReparam",
+    "Mixture",
+    "MixtureSameFamily",
+    "TruncatedNormal",
+    "VonMises",
 ]

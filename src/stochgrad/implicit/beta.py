@@ -45,6 +45,11 @@ class Beta(torch.distributions.Beta):
 
     def __init__(self, concentration1, concentration0, validate_args=None):
         concentration1, concentration0 = broadcast_all(concentration1, concentration0)
+        validate = validate_args if validate_args is not None else self._validate_args
+        if validate:  # torch's Beta would report its inner Dirichlet's parameter instead
+            for name, value in (("concentration1", concentration1), ("concentration0", concentration0)):
+                if not constraints.positive.check(value).all():
+                    raise ValueError(f"{name} must be > 0 (and not NaN), got {value}")
         super().__init__(concentration1, concentration0, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):

@@ -23,19 +23,29 @@ def _log1mexp(x: Tensor) -> Tensor:
 
 
 def _log_ndtr_diff(a: Tensor, b: Tensor) -> Tensor:
-    """``log(Φ(b) - Φ(a))`` for ``a < b``, accurate in both tails; NaN-free gradients."""
+    """``log(Φ(b) - Φ(a))`` for ``a < b`` (either may be infinite), accurate in both tails.
+
+    Every branch is evaluated at harmless stand-ins where it is not selected, so gradients are
+    free of NaN.
+    """
     a, b = torch.broadcast_tensors(a, b)
+    open_low, open_high = a == -math.inf, b == math.inf
+    a_f = torch.where(open_low, torch.where(open_high, -1.0, b - 1), a)
+    b_f = torch.where(open_high, a_f + 2, b)
     # Both bounds in the right tail: use Φ(b) - Φ(a) = Φ(-a) - Φ(-b).
-    flip = a > 0
-    a, b = torch.where(flip, -b, a), torch.where(flip, -a, b)
-    tail = b <= 0
-    # Each branch is evaluated at harmless stand-ins where it is not selected.
-    a_t, b_t = torch.where(tail, a, -2.0), torch.where(tail, b, -1.0)
+    flip = a_f > 0
+    a_f, b_f = torch.where(flip, -b_f, a_f), torch.where(flip, -a_f, b_f)
+    tail = b_f <= 0
+    a_t, b_t = torch.where(tail, a_f, -2.0), torch.where(tail, b_f, -1.0)
     log_b = torch.special.log_ndtr(b_t)
     tail_value = log_b + _log1mexp(torch.special.log_ndtr(a_t) - log_b)
-    a_c, b_c = torch.where(tail, -1.0, a), torch.where(tail, 1.0, b)
+    a_c, b_c = torch.where(tail, -1.0, a_f), torch.where(tail, 1.0, b_f)
     centre_value = torch.log1p(-torch.special.ndtr(a_c) - torch.special.ndtr(-b_c))
-    return torch.where(tail, tail_value, centre_value)
+    finite = torch.where(tail, tail_value, centre_value)
+    only_high = torch.special.log_ndtr(torch.where(open_low, b, 0.0))
+    only_low = torch.special.log_ndtr(-torch.where(open_high, a, 0.0))
+    half_open = torch.where(open_low, only_high, torch.where(open_high, only_low, finite))
+    return torch.where(open_low & open_high, 0.0, half_open)
 
 
 def _log_phi(x: Tensor) -> Tensor:
@@ -121,25 +131,32 @@ class TruncatedNormal(td.Distribution):
     def support(self) -> constraints.Constraint:
         return constraints.interval(self.low, self.high)
 
+    def _standardized(self, bound: Tensor) -> Tensor:
+        finite = torch.isfinite(bound)
+        return torch.where(finite, (torch.where(finite, bound, 0.0) - self.loc) / self.scale, bound)
+
     @property
     def _alpha(self) -> Tensor:
-        return (self.low - self.loc) / self.scale
+        return self._standardized(self.low)
 
     @property
     def _beta(self) -> Tensor:
-        return (self.high - self.loc) / self.scale
+        return self._standardized(self.high)
 
     def _log_normalizer(self) -> Tensor:
         return _log_ndtr_diff(self._alpha, self._beta)
 
     def _bound_terms(self) -> tuple[Tensor, Tensor, Tensor, Tensor]:
         """``φ(α)/Z``, ``φ(β)/Z`` and ``αφ(α)/Z``, ``βφ(β)/Z`` (0 at infinite bounds)."""
-        alpha, beta, log_z = self._alpha, self._beta, self._log_normalizer()
-        ratio_a = torch.exp(_log_phi(alpha) - log_z)
-        ratio_b = torch.exp(_log_phi(beta) - log_z)
-        finite_a = torch.where(torch.isfinite(alpha), alpha, 0.0)
-        finite_b = torch.where(torch.isfinite(beta), beta, 0.0)
-        return ratio_a, ratio_b, finite_a * ratio_a, finite_b * ratio_b
+        log_z = self._log_normalizer()
+        out = []
+        for bound in (self._alpha, self._beta):
+            finite = torch.isfinite(bound)
+            bound = torch.where(finite, bound, 0.0)
+            ratio = torch.where(finite, torch.exp(_log_phi(bound) - log_z), 0.0)
+            out.append((ratio, bound * ratio))
+        (ratio_a, moment_a), (ratio_b, moment_b) = out
+        return ratio_a, ratio_b, moment_a, moment_b
 
     @property
     def mean(self) -> Tensor:
@@ -177,9 +194,11 @@ class TruncatedNormal(td.Distribution):
         moment_low = torch.where(dz_dlow > 0, alpha * dz_dlow, 0.0)
         moment_high = torch.where(dz_dhigh > 0, beta * dz_dhigh, 0.0)
         grads = (1 - dz_dlow - dz_dhigh, xi - moment_low - moment_high, dz_dlow, dz_dhigh)
+        # An infinite bound gets gradient 0 (and no inf - inf in the surrogate).
+        low, high = (torch.where(torch.isfinite(t), t, 0.0) for t in (self.low, self.high))
         return attach_gradients(
             z,
-            (self.loc, self.scale, self.low, self.high),
+            (self.loc, self.scale, low, high),
             tuple(g.to(self.loc.dtype) for g in grads),
         )
 
@@ -200,7 +219,13 @@ class TruncatedNormal(td.Distribution):
             self._validate_sample(value)
         alpha, beta = self._alpha, self._beta
         xi = (value - self.loc) / self.scale
-        inner = torch.minimum(torch.maximum(xi, alpha + (beta - alpha) * 1e-12), beta)
+        # A point strictly inside stands in where xi is not, so no branch sees log(0).
+        mid = torch.where(
+            torch.isfinite(alpha),
+            torch.where(torch.isfinite(beta), (alpha + beta) / 2, alpha + 1),
+            torch.where(torch.isfinite(beta), beta - 1, 0.0),
+        )
+        inner = torch.where((xi > alpha) & (xi < beta), xi, mid)
         cdf = torch.exp(_log_ndtr_diff(alpha, inner) - self._log_normalizer())
         return torch.where(xi <= alpha, 0.0, torch.where(xi >= beta, 1.0, cdf))
 
@@ -210,6 +235,5 @@ class TruncatedNormal(td.Distribution):
 
     def entropy(self) -> Tensor:
         _, _, moment_a, moment_b = self._bound_terms()
-        return (
-            _HALF_LOG_2PI + 0.5 + torch.log(self.scale) + self._log_normalizer()
-        ) + 0.5 * (moment_a - moment_b)
+        log_scale_z = torch.log(self.scale) + self._log_normalizer()
+        return _HALF_LOG_2PI + 0.5 + log_scale_z + 0.5 * (moment_a - moment_b)
