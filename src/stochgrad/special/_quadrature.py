@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable
 
 import torch
 from torch import Tensor
 
-__all__ = ["gauss_legendre", "rule_for"]
+__all__ = ["blockwise", "gauss_legendre", "rule_for", "traced"]
 
 # (number of nodes, cut-off C): integrands exp(phi) are cut where phi = -C.
 # Sizes were chosen against a 40-digit mpmath oracle: with these, the maximum relative error of the
-# Gamma/Beta implicit gradients stays below ~1e-13 (float64) and ~1e-6 (float32) over a in [1e-3, 1e4].
-_RULES = {torch.float64: (36, 38.0), torch.float32: (16, 20.0)}
+# Gamma/Beta implicit gradients stays below ~1e-12 (float64) and ~3e-5 (float32) over a in [1e-3, 1e4];
+# a = 1 (pure exponential decay of the integrand over [0, C]) needs the most nodes.
+_RULES = {torch.float64: (36, 38.0), torch.float32: (12, 17.0)}
 
 
 @functools.lru_cache(maxsize=None)
@@ -40,50 +42,30 @@ def rule_for(dtype: torch.dtype) -> tuple[tuple[float, ...], tuple[float, ...], 
     return _TABLES.get(dtype, _TABLES[torch.float32])
 
 
-_CHUNK = 1 << 16  # elements per pass: keeps the working set of the node loop in cache
+_CHUNK = 1 << 15  # elements per block: keeps a kernel's working set in cache
 
 
-def tail_moments(
-    rate: Tensor,
-    scale: Tensor,
-    end: Tensor,
-    sign: Tensor,
-    nodes: tuple[float, ...],
-    weights: tuple[float, ...],
-) -> tuple[Tensor, Tensor]:
-    """``∫_0^end (1, s) · exp(rate·s - scale·expm1(sign·s)) ds`` by Gauss-Legendre, elementwise.
+def traced(tensor: Tensor) -> bool:
+    """Whether ``tensor`` is seen through torch.compile or a torch.func transform.
 
-    All arguments share one shape. Large inputs are processed in chunks so that the node loop
-    runs in cache; the arithmetic is in place to avoid allocations.
+    Those have no batching rules for in-place ops and gain nothing from blocking.
     """
-    flat = [t.reshape(-1) for t in (rate, scale, end, sign)]
+    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+
+
+def blockwise(kernel: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> tuple[Tensor, ...]:
+    """Apply an elementwise ``kernel`` to same-shape tensors in cache-sized blocks.
+
+    A kernel of tens of unfused torch ops over 10^6 elements is bound by memory traffic; over
+    blocks of 2^15 elements each op stays in cache (2-3x faster on CPU). Traced inputs are
+    passed whole.
+    """
+    shape = tensors[0].shape
+    flat = [t.reshape(-1) for t in tensors]
     total = flat[0].numel()
-    if torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(flat[0]):
-        m0, m1 = _moments(*flat, nodes, weights, inplace=False)
-    elif total <= _CHUNK:
-        m0, m1 = _moments(*flat, nodes, weights)
+    if traced(flat[0]) or total <= _CHUNK:
+        outputs = kernel(*flat)
     else:
-        parts = [
-            _moments(*(t[i : i + _CHUNK] for t in flat), nodes, weights)
-            for i in range(0, total, _CHUNK)
-        ]
-        m0 = torch.cat([p[0] for p in parts])
-        m1 = torch.cat([p[1] for p in parts])
-    return m0.reshape(rate.shape), m1.reshape(rate.shape)
-
-
-def _moments(rate, scale, end, sign, nodes, weights, inplace=True):
-    m0 = torch.zeros_like(rate)
-    m1 = torch.zeros_like(rate)
-    for node, weight in zip(nodes, weights):
-        s = end * node
-        if inplace:  # same arithmetic as below, without temporaries
-            term = (s * sign).expm1_().mul_(scale)
-            term = torch.addcmul(term, rate, s, value=-1).neg_().exp_().mul_(weight)
-            m0.add_(term)
-            m1.addcmul_(term, s)
-        else:  # functorch transforms have no batching rule for the in-place ops
-            term = weight * torch.exp(rate * s - scale * torch.expm1(sign * s))
-            m0 = m0 + term
-            m1 = m1 + term * s
-    return m0 * end, m1 * end
+        parts = [kernel(*(t[i : i + _CHUNK] for t in flat)) for i in range(0, total, _CHUNK)]
+        outputs = tuple(torch.cat(column) for column in zip(*parts))
+    return tuple(out.reshape(shape) for out in outputs)

@@ -23,7 +23,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stochgrad.special._quadrature import rule_for, tail_moments
+from stochgrad.special._quadrature import blockwise, rule_for, traced
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
 
@@ -36,25 +36,46 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
     Works in log space, so it stays finite where ``x`` itself underflows (``a`` below ~0.01).
     """
     a, log_x = torch.broadcast_tensors(concentration, log_sample)
+    return blockwise(_log_grad_block, a, log_x)[0]
+
+
+def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     nodes, weights, cutoff = rule_for(a.dtype)
+    inplace = not traced(a)
     x = log_x.exp()
     lower = x <= a
-    sign = torch.where(lower, -1.0, 1.0).to(a.dtype)
+    sign = lower.to(a.dtype).mul(-2).add(1)  # -1 on the lower tail, +1 on the upper
+    rate = sign * a
     slope = (x - a).abs()  # -φ'(0)
     tiny = torch.finfo(a.dtype).tiny
+    x_safe = x.clamp_min(tiny)
     # Upper bounds on the root of φ(S) = -C: lower tail φ <= -(a-x)s and φ <= x - a s;
     # upper tail φ <= -(x-a)s - x s²/2 and, for s <= that root R, φ <= a R - x (e^s - 1).
     s_lower = torch.minimum(cutoff / slope.clamp_min(tiny), (cutoff + x) / a)
-    root = (torch.sqrt(slope * slope + 2 * x * cutoff) - slope) / x.clamp_min(tiny)
-    s_upper = torch.minimum(root, torch.log1p((cutoff + a * root) / x.clamp_min(tiny)))
+    root = (torch.sqrt(slope * slope + 2 * cutoff * x) - slope) / x_safe
+    s_upper = torch.minimum(root, torch.log1p((cutoff + a * root) / x_safe))
     end = torch.where(lower, s_lower, s_upper)
     for _ in range(_NEWTON_STEPS):
         em1 = torch.expm1(sign * end)
-        phi = sign * a * end - x * em1
-        dphi = sign * (a - x * (em1 + 1))
+        phi = rate * end - x * em1
+        dphi = rate - sign * x * (em1 + 1)
         end = end - (phi + cutoff) / dphi
     panel = end.clamp(max=cutoff)
-    moment0, moment1 = tail_moments(sign * a, x, panel, sign, nodes, weights)
+    moment0 = torch.zeros_like(x)
+    moment1 = torch.zeros_like(x)
+    for node, weight in zip(nodes, weights):
+        s = panel * node
+        if inplace:  # the same arithmetic as the else branch, without temporaries
+            term = (s * sign).expm1_().mul_(x)
+            term = torch.addcmul(term, rate, s, value=-1).neg_().exp_().mul_(weight)
+            moment0.add_(term)
+            moment1.addcmul_(term, s)
+        else:
+            term = weight * torch.exp(rate * s - x * torch.expm1(sign * s))
+            moment0 = moment0 + term
+            moment1 = moment1 + term * s
+    moment0 = moment0 * panel
+    moment1 = moment1 * panel
     # Closed-form tail of the lower integral beyond s = C: ∫ (1, s) exp(x - a s) ds.
     has_tail = lower & (end > cutoff)
     tail = torch.where(has_tail, torch.exp(x - a * cutoff) / a, torch.zeros_like(x))
@@ -62,7 +83,7 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
     moment1 = moment1 + tail * (cutoff + 1 / a)
     # log x - ψ(a) cancels near the mode; in float64 it costs one pass and keeps float32 accurate.
     centred = (log_x.double() - torch.digamma(a.double())).to(a.dtype)
-    return torch.where(lower, moment1 - centred * moment0, centred * moment0 + moment1)
+    return (torch.where(lower, moment1 - centred * moment0, centred * moment0 + moment1),)
 
 
 def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
