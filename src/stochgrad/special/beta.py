@@ -32,12 +32,13 @@ def beta_grad(
 ) -> tuple[Tensor, Tensor]:
     """``(dx/da, dx/db)`` for ``x ~ Beta(a, b)`` at ``x`` (``complement`` = ``1 - x`` if known)."""
     a, b, x = torch.broadcast_tensors(concentration1, concentration0, sample)
-    xc = 1 - x if complement is None else complement.expand_as(x)
     dtype = x.dtype
     if dtype != torch.float64:
         # Single precision loses the 1e-4 target for large or very unbalanced (a, b): the
-        # cancellations in log x - ψ(a) + ψ(a+b) need double precision.
-        a, b, x, xc = a.double(), b.double(), x.double(), xc.double()
+        # cancellations in log x - ψ(a) + ψ(a+b), and 1 - x rounded to float32 (amplified by b),
+        # need double precision.
+        a, b, x = a.double(), b.double(), x.double()
+    xc = 1 - x if complement is None else complement.expand_as(x).to(x.dtype)
     grad_a, grad_b = blockwise(_grad_block, a, b, x, xc)
     return grad_a.to(dtype), grad_b.to(dtype)
 
