@@ -11,7 +11,8 @@ forward substitution. Univariate mixtures are the case ``D = 1``:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import contextlib
+from collections.abc import Callable, Iterator, Sequence
 
 import torch
 import torch.distributions as td
@@ -31,7 +32,11 @@ def _log_cdf_and_survival(dist: td.Distribution, value: Tensor) -> tuple[Tensor,
     with torch.no_grad():
         if isinstance(dist, td.Normal):
             standard = (value - dist.loc) / dist.scale
-            return torch.special.log_ndtr(standard), torch.special.log_ndtr(-standard)
+            # log_ndtr once, on the tail side; the other side is log1p(-Φ) without cancellation
+            small = torch.special.log_ndtr(-standard.abs())
+            large = torch.log1p(-torch.exp(small))
+            upper = standard > 0
+            return torch.where(upper, large, small), torch.where(upper, small, large)
         cdf = dist.cdf(value).clamp(0, 1)
         return torch.log(cdf), torch.log1p(-cdf)
 
@@ -42,6 +47,23 @@ def _support_bounds(support: constraints.Constraint) -> tuple[float, float]:
     low = getattr(support, "lower_bound", -float("inf"))
     high = getattr(support, "upper_bound", float("inf"))
     return float(low), float(high)
+
+
+@contextlib.contextmanager
+def _unvalidated(dist: td.Distribution) -> Iterator[None]:
+    """Switch off value checks of ``dist`` and its base laws (values are already screened, and
+    e.g. torch's Gumbel rejects its own CDF's rounding to 1)."""
+    chain = [dist]
+    while isinstance(getattr(chain[-1], "base_dist", None), td.Distribution):
+        chain.append(chain[-1].base_dist)
+    saved = [d.__dict__.get("_validate_args") for d in chain]
+    for d in chain:
+        d._validate_args = False
+    try:
+        yield
+    finally:
+        for d, flag in zip(chain, saved, strict=True):
+            d._validate_args = flag
 
 
 class _Coordinatewise:
@@ -61,18 +83,35 @@ class _Coordinatewise:
             inside = low + 1 if low > -float("inf") else high - 1
         return torch.where(below | above, torch.full_like(value, inside), value), below, above
 
+    @property
+    def _whole_line(self) -> bool:
+        return self.low == -float("inf") and self.high == float("inf")
+
     def log_prob(self, value: Tensor) -> Tensor:
+        if self._whole_line:
+            with _unvalidated(self.inner):
+                return self.inner.log_prob(value)
         safe, below, above = self._safe(value)
-        return torch.where(below | above, -float("inf"), self.inner.log_prob(safe))
+        with _unvalidated(self.inner):
+            log_prob = self.inner.log_prob(safe)
+        return torch.where(below | above, -float("inf"), log_prob)
 
     def cdf(self, value: Tensor) -> Tensor:
+        if self._whole_line:
+            with _unvalidated(self.inner):
+                return self.inner.cdf(value)
         safe, below, above = self._safe(value)
-        out = torch.where(below, 0.0, self.inner.cdf(safe))
+        with _unvalidated(self.inner):
+            out = torch.where(below, 0.0, self.inner.cdf(safe))
         return torch.where(above, 1.0, out)
 
     def log_cdf_and_survival(self, value: Tensor) -> tuple[Tensor, Tensor]:
+        if self._whole_line:
+            with _unvalidated(self.inner):
+                return _log_cdf_and_survival(self.inner, value)
         safe, below, above = self._safe(value)
-        log_cdf, log_survival = _log_cdf_and_survival(self.inner, safe)
+        with _unvalidated(self.inner):
+            log_cdf, log_survival = _log_cdf_and_survival(self.inner, safe)
         log_cdf = torch.where(above, 0.0, torch.where(below, -float("inf"), log_cdf))
         log_survival = torch.where(below, 0.0, torch.where(above, -float("inf"), log_survival))
         return log_cdf, log_survival
@@ -103,31 +142,37 @@ def _mixture_rsample(
             (score,) = torch.autograd.grad(log_density.sum(), x_leaf, retain_graph=True)
     else:
         log_density, score = log_prob(x), None
-    log_density_value = log_density.detach()
-    cdf_value = cdf(x)
     log_cdf, log_survival = log_cdf_and_survival(x)
+    # One contiguous (..., K) slab per coordinate: the loop below reads them in order.
+    log_density, cdf_value, log_cdf, log_survival = (
+        t.movedim(-1, 0).contiguous() for t in (log_density, cdf(x), log_cdf, log_survival)
+    )
+    score = None if score is None else score.movedim(-1, 0).contiguous()
+    log_density_value = log_density.detach()
+    # unbind once: per-step indexing of a graph tensor would zero-fill it in backward, D times
+    log_density, cdf_value = log_density.unbind(0), cdf_value.unbind(0)
     running = torch.zeros_like(log_weights)
 
     def conditional(d: int, previous: list[Tensor]) -> tuple[Tensor, Tensor]:
         nonlocal running
         if d > 0:
-            shift = (previous[-1] - z[..., d - 1]).unsqueeze(-1) * score[..., d - 1]
-            running = running + log_density[..., d - 1] + shift
+            shift = (previous[-1] - z[..., d - 1]).unsqueeze(-1) * score[d - 1]
+            running = running + log_density[d - 1] + shift
         log_posterior = torch.log_softmax(log_weights + running, dim=-1)
         posterior = log_posterior.exp()
         lp = log_posterior.detach()
-        log_u = torch.logsumexp(lp + log_cdf[..., d], dim=-1, keepdim=True)
-        log_s = torch.logsumexp(lp + log_survival[..., d], dim=-1, keepdim=True)
+        log_u = torch.logsumexp(lp + log_cdf[d], dim=-1, keepdim=True)
+        log_s = torch.logsumexp(lp + log_survival[d], dim=-1, keepdim=True)
         # F_kd - u_d, from CDFs below the conditional median and from survivals above it, so
         # that far tails do not cancel (Σ_k ∂π_k = 0 makes the constant irrelevant).
         offset = torch.where(
             log_u <= log_s,
-            log_cdf[..., d].exp() - log_u.exp(),
-            log_s.exp() - log_survival[..., d].exp(),
+            log_cdf[d].exp() - log_u.exp(),
+            log_s.exp() - log_survival[d].exp(),
         )
-        numerator = (posterior.detach() * cdf_value[..., d]).sum(-1)
+        numerator = (posterior.detach() * cdf_value[d]).sum(-1)
         numerator = numerator + (posterior * offset).sum(-1)
-        density = torch.logsumexp(lp + log_density_value[..., d], dim=-1).exp()
+        density = torch.logsumexp(lp + log_density_value[d], dim=-1).exp()
         return numerator, density
 
     return implicit_triangular(z, conditional)

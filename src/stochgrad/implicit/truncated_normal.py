@@ -73,6 +73,42 @@ def _standard_icdf(u: Tensor, alpha: Tensor, beta: Tensor) -> Tensor:
     return torch.where(flip, -xi, xi)
 
 
+def _scaled_mass(low: Tensor, high: Tensor) -> Tensor:
+    """``(Φ(high) - Φ(low)) e^{high²/2}`` (``low < high ≤ 0``), ``2Φ(x) = erfcx(-x/√2) e^{-x²/2}``.
+
+    The huge common factor never appears, so ratios of masses in the far left tail keep full
+    relative precision (log-space differences of ``log Φ ≈ -x²/2`` would lose ``x²·eps``).
+    """
+    shrink = torch.exp((high - low) * (high + low) / 2)
+    return 0.5 * (
+        torch.special.erfcx(-high / math.sqrt(2))
+        - torch.special.erfcx(-low / math.sqrt(2)) * shrink
+    )
+
+
+def _bound_sensitivities(xi: Tensor, alpha: Tensor, beta: Tensor) -> tuple[Tensor, Tensor]:
+    """``dz/dlow = φ(α)(1 - F)/φ(ξ)`` and ``dz/dhigh = φ(β)F/φ(ξ)`` (standardized, no autograd)."""
+    flip = alpha > 0  # mirror right-tail intervals into the left tail
+    a, b = torch.where(flip, -beta, alpha), torch.where(flip, -alpha, beta)
+    x = torch.where(flip, -xi, xi)
+    tail = b <= 0
+    # Left tail: ratios of scaled masses.
+    a_t, b_t = torch.where(tail, a, -2.0), torch.where(tail, b, -1.0)
+    x_t = torch.where(tail, x, -1.5)
+    mass = _scaled_mass(a_t, b_t)
+    from_low_tail = torch.exp((x_t - a_t) * (x_t + a_t) / 2) * _scaled_mass(x_t, b_t) / mass
+    from_high_tail = _scaled_mass(a_t, x_t) / mass
+    # Centre: logs of O(1) masses.
+    log_z = _log_ndtr_diff(a, b)
+    below = torch.where(x > a, _log_ndtr_diff(torch.minimum(a, x), x), -math.inf)
+    above = torch.where(x < b, _log_ndtr_diff(x, torch.maximum(b, x)), -math.inf)
+    from_low_centre = torch.exp((x - a) * (x + a) / 2 + above - log_z)
+    from_high_centre = torch.exp((x - b) * (x + b) / 2 + below - log_z)
+    from_low = torch.where(tail, from_low_tail, from_low_centre)
+    from_high = torch.where(tail, from_high_tail, from_high_centre)
+    return torch.where(flip, from_high, from_low), torch.where(flip, from_low, from_high)
+
+
 class TruncatedNormal(td.Distribution):
     """Normal law ``N(loc, scale²)`` restricted to ``[low, high]``, with ``rsample``.
 
@@ -185,12 +221,7 @@ class TruncatedNormal(td.Distribution):
         z = (loc + scale * xi).clamp(min=low, max=high).to(self.loc.dtype)
         if not needs_grad(self.loc, self.scale, self.low, self.high):
             return z
-        log_z = _log_ndtr_diff(alpha, beta)
-        below = torch.where(xi > alpha, _log_ndtr_diff(torch.minimum(alpha, xi), xi), -math.inf)
-        above = torch.where(xi < beta, _log_ndtr_diff(xi, torch.maximum(beta, xi)), -math.inf)
-        half_xi2 = 0.5 * xi * xi
-        dz_dlow = torch.exp(half_xi2 - 0.5 * alpha * alpha + above - log_z)
-        dz_dhigh = torch.exp(half_xi2 - 0.5 * beta * beta + below - log_z)
+        dz_dlow, dz_dhigh = _bound_sensitivities(xi, alpha, beta)
         moment_low = torch.where(dz_dlow > 0, alpha * dz_dlow, 0.0)
         moment_high = torch.where(dz_dhigh > 0, beta * dz_dhigh, 0.0)
         grads = (1 - dz_dlow - dz_dhigh, xi - moment_low - moment_high, dz_dlow, dz_dhigh)

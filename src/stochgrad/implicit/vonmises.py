@@ -68,6 +68,20 @@ class VonMises(td.VonMises):
             z, (self.loc, self.concentration), (torch.ones_like(z), dz_dconcentration)
         )
 
+    @property
+    def variance(self) -> Tensor:
+        """Circular variance ``1 - I1(κ)/I0(κ)``."""
+        kappa = self.concentration
+        return 1 - torch.special.i1e(kappa) / torch.special.i0e(kappa)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        # torch's version uses a ~1e-7 polynomial for log I0; i0e is accurate to rounding.
+        if self._validate_args:
+            self._validate_sample(value)
+        kappa = self.concentration
+        log_norm = math.log(2 * math.pi) + torch.log(torch.special.i0e(kappa)) + kappa
+        return kappa * torch.cos(value - self.loc) - log_norm
+
     def cdf(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)

@@ -1,0 +1,86 @@
+"""Shapes and torch.distributions semantics of the issue-3 families (one loop over EXAMPLES)."""
+
+import pytest
+import torch
+import torch.distributions as td
+
+import stochgrad.implicit as irt
+from tests.implicit.test_issue3_examples import EXAMPLES
+
+CASES = [pytest.param(ex, id=ex.name) for ex in EXAMPLES]
+
+
+def _build(example, dtype=torch.float64, requires_grad=False):
+    params = [p.to(dtype).clone().requires_grad_(requires_grad) for p in example.params]
+    return example.make(*params), params
+
+
+@pytest.mark.parametrize("example", CASES)
+def test_sample_and_log_prob_shapes(example):
+    dist, _ = _build(example)
+    assert dist.has_rsample
+    shape = torch.Size((2, 3)) + dist.batch_shape + dist.event_shape
+    for method in (dist.rsample, dist.sample):
+        z = method((2, 3))
+        assert z.shape == shape
+        assert dist.log_prob(z).shape == (2, 3) + dist.batch_shape
+        assert bool(dist.support.check(z).all())
+
+
+@pytest.mark.parametrize("example", CASES)
+def test_expand(example):
+    dist, _ = _build(example)
+    expanded = dist.expand(torch.Size((4,)) + dist.batch_shape)
+    assert type(expanded) is type(dist)
+    assert expanded.batch_shape == (4,) + dist.batch_shape
+    assert expanded.event_shape == dist.event_shape
+    z = expanded.rsample((2,))
+    assert z.shape == (2, 4) + dist.batch_shape + dist.event_shape
+    assert torch.allclose(expanded.log_prob(z), dist.log_prob(z))
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
+@pytest.mark.parametrize("example", CASES)
+def test_dtype_and_gradients_flow(example, dtype):
+    dist, params = _build(example, dtype, requires_grad=True)
+    torch.manual_seed(0)
+    z = dist.rsample((50,))
+    assert z.dtype == dtype and z.requires_grad
+    grads = torch.autograd.grad(example.statistic(z).sum(), params)
+    for grad, param in zip(grads, params, strict=True):
+        assert grad.dtype == dtype and grad.shape == param.shape
+        assert torch.isfinite(grad).all()
+
+
+@pytest.mark.parametrize("example", CASES)
+def test_no_graph_without_parameters_requiring_grad(example):
+    dist, _ = _build(example)
+    assert not dist.rsample((3,)).requires_grad
+    with torch.no_grad():
+        dist, _ = _build(example, requires_grad=True)
+        assert not dist.rsample((3,)).requires_grad
+
+
+BAD = [
+    ("concentration", lambda: irt.VonMises(0.0, -1.0, validate_args=True)),
+    ("high must be > low", lambda: irt.TruncatedNormal(0.0, 1.0, 2.0, 1.0, validate_args=True)),
+    ("scale", lambda: irt.TruncatedNormal(0.0, -1.0, 0.0, 1.0, validate_args=True)),
+    ("at least one", lambda: irt.Mixture([])),
+    ("one per component", lambda: irt.Mixture([td.Normal(0.0, 1.0)], logits=torch.zeros(2))),
+    ("event_shape", lambda: irt.Mixture([td.Normal(0.0, 1.0), td.Dirichlet(torch.ones(2))])),
+    ("weights or logits", lambda: irt.Mixture([td.Normal(0.0, 1.0)], torch.ones(1), torch.ones(1))),
+    ("univariate", lambda: irt.Factorized(td.MultivariateNormal(torch.zeros(2), torch.eye(2)))),
+    (
+        "univariate",
+        lambda: irt.MixtureSameFamily(
+            td.Categorical(logits=torch.zeros(2)),
+            td.MultivariateNormal(torch.zeros(2, 3), torch.eye(3)),
+        ),
+    ),
+]
+
+
+@pytest.mark.parametrize("message, build", BAD, ids=[b[0] + str(i) for i, b in enumerate(BAD)])
+def test_bad_arguments_raise_value_error_naming_them(message, build):
+    with pytest.raises(ValueError, match=message):
+        build()
