@@ -12,12 +12,13 @@ log p(x, z) and log q(z | x) to ``mean_log_p_`` and ``mean_log_q_``.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
 from torch.distributions import kl_divergence
 
-from stochgrad.estimators import Reinforce, ScoreFunctionEstimator
+from stochgrad.estimators import Reinforce, ScoreFunctionEstimator, gradient_only
 from stochgrad.vae import functional as F
 from stochgrad.vae.protocols import GenerativeModelProtocol, InferenceNetworkProtocol, Tensors
 
@@ -44,7 +45,7 @@ def _scale_gradient(latents: Tensors, weights: Tensor) -> Tensors:
 
     def scale(z: Tensor) -> Tensor:
         w = weights.reshape(weights.shape + (1,) * (z.dim() - 2)).to(z.dtype)
-        return z.detach() + w * (z - z.detach())
+        return z.detach() + w * gradient_only(z)
 
     if isinstance(latents, (list, tuple)):
         return [scale(z) for z in latents]
@@ -152,8 +153,11 @@ class ELBO(VAELoss):
     def _kl(self) -> Tensor | None:
         if self.analytic_kl is False:
             return None
+        # Optional members, outside the protocols: missing or NotImplementedError = unavailable.
+        inf_net: Any = self.inf_net
+        gen_model: Any = self.gen_model
         try:
-            kl = kl_divergence(self.inf_net.distribution, self.gen_model.prior)
+            kl = kl_divergence(inf_net.distribution, gen_model.prior)
         except (NotImplementedError, AttributeError) as error:
             if self.analytic_kl is True:
                 raise ValueError(f"analytic_kl=True but no closed-form KL: {error}") from error
@@ -171,7 +175,8 @@ class ELBO(VAELoss):
         if kl is None:
             loss = F.elbo_loss(log_q, log_p)
         else:
-            loss = F.elbo_loss_analytic_kl(gen_model.log_likelihood(data, latents), kl)
+            log_likelihood = cast(Any, gen_model).log_likelihood(data, latents)
+            loss = F.elbo_loss_analytic_kl(log_likelihood, kl)
         return self._record(loss, log_q, log_p)
 
 

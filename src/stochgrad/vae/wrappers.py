@@ -9,8 +9,10 @@ distribution class (torch's, :mod:`stochgrad.implicit`, :mod:`stochgrad.relaxed`
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
-from typing import Any
+import functools
+import operator
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -27,7 +29,11 @@ __all__ = [
 
 
 def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple)) else [value]
+    return list(value) if isinstance(value, (list, tuple, nn.ModuleList)) else [value]
+
+
+def _add(values: Iterable[Tensor]) -> Tensor:
+    return functools.reduce(operator.add, values)
 
 
 def _sum_trailing(log_prob: Tensor, keep: int) -> Tensor:
@@ -193,16 +199,19 @@ class DistributionInferenceNetwork(InferenceNetwork):
     def __init__(self, encoder: DistributionNet | Sequence[DistributionNet]) -> None:
         super().__init__()
         self._is_list = isinstance(encoder, (list, tuple, nn.ModuleList))
-        self.heads = nn.ModuleList(_as_list(encoder) if self._is_list else [encoder])
+        self.heads = nn.ModuleList(_as_list(encoder))
 
     def forward(self, data: Tensors) -> DistributionInferenceNetwork:
         inputs = _as_list(data)
-        self.params_ = [head.params(*inputs) for head in self.heads]
+        self.params_ = [head.params(*inputs) for head in self._heads()]
         self.dists_ = [self._independent(head.distribution(p)) for head, p in self._zip()]
         return self
 
+    def _heads(self) -> list[DistributionNet]:
+        return cast(list[DistributionNet], list(self.heads))
+
     def _zip(self) -> zip:
-        return zip(self.heads, self.params_, strict=True)
+        return zip(self._heads(), self.params_, strict=True)
 
     @staticmethod
     def _independent(dist: Distribution) -> Distribution:
@@ -234,7 +243,7 @@ class DistributionInferenceNetwork(InferenceNetwork):
         latents = _as_list(latents)
         if len(latents) != len(dists):
             raise ValueError(f"expected {len(dists)} latent tensors, got {len(latents)}")
-        return sum(
+        return _add(
             d.log_prob(z.movedim(1, 0)).movedim(0, 1) for d, z in zip(dists, latents, strict=True)
         )
 
@@ -277,16 +286,15 @@ class DistributionGenerativeModel(GenerativeModel):
         super().__init__()
         self._latents_list = isinstance(prior, (list, tuple, nn.ModuleList))
         self._data_list = isinstance(likelihood, (list, tuple, nn.ModuleList))
-        self.priors = nn.ModuleList(_as_list(prior) if self._latents_list else [prior])
-        self.decoders = nn.ModuleList(_as_list(likelihood) if self._data_list else [likelihood])
+        self.priors = nn.ModuleList(_as_list(prior))
+        self.decoders = nn.ModuleList(_as_list(likelihood))
 
     def forward(self, data: Tensors, latents: Tensors) -> DistributionGenerativeModel:
         inputs = _as_list(latents)
         self.latents_ = latents
-        self.params_ = [decoder.params(*inputs) for decoder in self.decoders]
-        self.likelihoods_ = [
-            d.distribution(p) for d, p in zip(self.decoders, self.params_, strict=True)
-        ]
+        decoders = cast(list[DistributionNet], list(self.decoders))
+        self.params_ = [decoder.params(*inputs) for decoder in decoders]
+        self.likelihoods_ = [d.distribution(p) for d, p in zip(decoders, self.params_, strict=True)]
         return self
 
     def log_likelihood(self, data: Tensors, latents: Tensors) -> Tensor:
@@ -296,7 +304,7 @@ class DistributionGenerativeModel(GenerativeModel):
         data = _as_list(data)
         if len(data) != len(self.likelihoods_):
             raise ValueError(f"expected {len(self.likelihoods_)} data tensors, got {len(data)}")
-        return sum(
+        return _add(
             _sum_trailing(lik.log_prob(x.unsqueeze(1)), 2)
             for lik, x in zip(self.likelihoods_, data, strict=True)
         )
@@ -306,7 +314,7 @@ class DistributionGenerativeModel(GenerativeModel):
         latents = _as_list(latents)
         if len(latents) != len(self.priors):
             raise ValueError(f"expected {len(self.priors)} latent tensors, got {len(latents)}")
-        return sum(
+        return _add(
             _sum_trailing(p().log_prob(z), 2) for p, z in zip(self.priors, latents, strict=True)
         )
 

@@ -1,0 +1,294 @@
+"""stochgrad.vae.losses: the loss-object API, looped over one registry of every loss.
+
+Properties: scalar output and histories, which parameters receive gradients (``updates``),
+agreement with the functional twin on the same samples, argument checks, analytic vs Monte
+Carlo KL. Exactness of the gradients is in ``test_exact_gradients.py``.
+"""
+
+import math
+from dataclasses import dataclass, field
+
+import pytest
+import torch
+from torch import nn
+from torch.distributions import Bernoulli, Normal, RelaxedBernoulli
+
+import stochgrad.vae as vae
+from stochgrad.estimators import LeaveOneOutBaseline, NVILBaseline
+from stochgrad.vae import (
+    DistributionGenerativeModel,
+    DistributionInferenceNetwork,
+    DistributionNet,
+    Prior,
+)
+from stochgrad.vae import functional as F
+
+DATA_DIM, LATENT_DIM, BATCH = 6, 3, 5
+
+
+@dataclass
+class LossExample:
+    loss_cls: type
+    latent: str  # "normal" (reparameterizable) or "bernoulli"
+    n_samples: int
+    kwargs: dict = field(default_factory=dict)
+
+    @property
+    def name(self):
+        return f"{self.loss_cls.__name__}-{self.latent}-{self.n_samples}"
+
+
+LOSS_EXAMPLES = [
+    LossExample(vae.ELBO, "normal", 1),
+    LossExample(vae.ELBO, "normal", 3, {"analytic_kl": False}),
+    LossExample(vae.IWAE, "normal", 4),
+    LossExample(vae.DReG, "normal", 4),
+    LossExample(vae.VIMCO, "bernoulli", 4),
+    LossExample(vae.VIMCO, "normal", 2),
+    LossExample(vae.ScoreFunctionELBO, "bernoulli", 1),
+    LossExample(vae.ScoreFunctionELBO, "bernoulli", 3, {"estimator": LeaveOneOutBaseline(dim=1)}),
+    LossExample(vae.PWake, "bernoulli", 4),
+    LossExample(vae.QWake, "bernoulli", 4),
+    LossExample(vae.QSleep, "bernoulli", 2),
+    LossExample(vae.QSleep, "normal", 1),
+]
+
+
+def models(latent, dtype=torch.float64):
+    torch.manual_seed(0)
+    if latent == "normal":
+        encoder = DistributionNet(
+            nn.Linear(DATA_DIM, 2 * LATENT_DIM),
+            Normal,
+            ("loc", "scale"),
+            {"scale": nn.functional.softplus},
+        )
+        prior = Prior(
+            Normal, learnable=True, loc=torch.zeros(LATENT_DIM), scale=torch.ones(LATENT_DIM)
+        )
+    else:
+        encoder = DistributionNet(nn.Linear(DATA_DIM, LATENT_DIM), Bernoulli, "logits")
+        prior = Prior(Bernoulli, learnable=True, logits=torch.zeros(LATENT_DIM))
+    decoder = DistributionNet(nn.Linear(LATENT_DIM, DATA_DIM), Bernoulli, "logits")
+    inf_net = DistributionInferenceNetwork(encoder).to(dtype)
+    return inf_net, DistributionGenerativeModel(prior, decoder).to(dtype)
+
+
+def data_of(dtype=torch.float64):
+    return torch.bernoulli(torch.full((BATCH, DATA_DIM), 0.5, dtype=dtype))
+
+
+def make(example, dtype=torch.float64):
+    inf_net, gen_model = models(example.latent, dtype)
+    return example.loss_cls(inf_net, gen_model, example.n_samples, **example.kwargs)
+
+
+def test_every_loss_has_examples():
+    public = {
+        getattr(vae, name)
+        for name in vae.__all__
+        if isinstance(getattr(vae, name), type)
+        and issubclass(getattr(vae, name), vae.VAELoss)
+        and getattr(vae, name) is not vae.VAELoss
+    }
+    assert public == {e.loss_cls for e in LOSS_EXAMPLES}
+
+
+@pytest.mark.parametrize("example", LOSS_EXAMPLES, ids=lambda e: e.name)
+def test_returns_scalar_and_records_history(example, dtype):
+    loss_obj = make(example, dtype)
+    for step in range(2):
+        loss = loss_obj(data_of(dtype))
+        assert loss.shape == () and loss.dtype == dtype and torch.isfinite(loss)
+        assert loss_obj.loss_history_[-1] == loss.item()
+        assert len(loss_obj.loss_history_) == len(loss_obj.mean_log_q_) == step + 1
+    expected_log_p = 0 if example.loss_cls is vae.QSleep else 2
+    assert len(loss_obj.mean_log_p_) == expected_log_p
+
+
+@pytest.mark.parametrize("example", LOSS_EXAMPLES, ids=lambda e: e.name)
+def test_gradients_reach_exactly_the_updated_models(example):
+    loss_obj = make(example)
+    loss_obj(data_of()).backward()
+    for name, model in (("inf", loss_obj.inf_net), ("gen", loss_obj.gen_model)):
+        grads = [p.grad for p in model.parameters()]
+        if name in loss_obj.updates:
+            assert all(g is not None for g in grads), name
+            assert sum(g.abs().sum() for g in grads) > 0, name
+        else:
+            assert all(g is None for g in grads), name
+    updated = {id(p) for p in loss_obj.updated_parameters()}
+    expected = set()
+    for name, model in (("inf", loss_obj.inf_net), ("gen", loss_obj.gen_model)):
+        if name in loss_obj.updates:
+            expected |= {id(p) for p in model.parameters()}
+    assert updated == expected
+
+
+def functional_twin(example, loss_obj, data, seed):
+    """Recompute the loss with the functional twin on the samples the object drew."""
+    inf_net, gen_model = loss_obj.inf_net, loss_obj.gen_model
+    torch.manual_seed(seed)
+    if example.loss_cls is vae.QSleep:
+        dreamt, latents = gen_model.sample(BATCH * example.n_samples)
+        return F.qsleep_loss(inf_net(dreamt).log_prob(latents))
+    inf_net(data)
+    reparameterized = example.loss_cls in (vae.ELBO, vae.IWAE, vae.DReG)
+    latents = (
+        inf_net.rsample(example.n_samples) if reparameterized else inf_net.sample(example.n_samples)
+    )
+    log_q = inf_net.log_prob(latents)
+    log_p = gen_model(data, latents).log_prob(data, latents)
+    if example.loss_cls is vae.ELBO:
+        if example.kwargs.get("analytic_kl") is False:
+            return F.elbo_loss(log_q, log_p)
+        kl = torch.distributions.kl_divergence(inf_net.distribution, gen_model.prior)
+        return F.elbo_loss_analytic_kl(gen_model.log_likelihood(data, latents), kl)
+    if example.loss_cls is vae.ScoreFunctionELBO:
+        return F.score_function_elbo_loss(log_q, log_p)
+    functional = {
+        vae.IWAE: F.iwae_loss,
+        vae.DReG: F.iwae_loss,
+        vae.VIMCO: F.vimco_loss,
+        vae.PWake: F.pwake_loss,
+        vae.QWake: F.qwake_loss,
+    }[example.loss_cls]
+    return functional(log_q, log_p)
+
+
+@pytest.mark.parametrize("example", LOSS_EXAMPLES, ids=lambda e: e.name)
+def test_value_matches_functional_twin(example):
+    loss_obj = make(example)
+    data = data_of()
+    torch.manual_seed(3)
+    value = loss_obj(data)
+    torch.testing.assert_close(value, functional_twin(example, loss_obj, data, seed=3))
+
+
+def test_dreg_encoder_gradient_matches_functional_dreg_loss():
+    """On the same samples, the object's encoder gradient is that of ``F.dreg_loss`` and its
+    decoder gradient that of ``F.iwae_loss``."""
+    loss_obj = vae.DReG(*models("normal"), n_samples=4)
+    inf_net, gen_model = loss_obj.inf_net, loss_obj.gen_model
+    data = data_of()
+    torch.manual_seed(5)
+    inf_params, gen_params = list(inf_net.parameters()), list(gen_model.parameters())
+    got = torch.autograd.grad(loss_obj(data), inf_params + gen_params)
+    torch.manual_seed(5)
+    latents = inf_net(data).rsample(4)
+    log_q = inf_net.log_prob(latents, detach_params=True)
+    log_p = gen_model(data, latents).log_prob(data, latents)
+    expected_inf = torch.autograd.grad(F.dreg_loss(log_q, log_p), inf_params, retain_graph=True)
+    expected_gen = torch.autograd.grad(F.iwae_loss(log_q, log_p), gen_params)
+    for g, e in zip(got, expected_inf + expected_gen, strict=True):
+        torch.testing.assert_close(g, e)
+
+
+def test_nvil_baseline_network_is_trained_by_the_same_backward():
+    baseline_net = nn.Linear(DATA_DIM, 1).double()
+    loss_obj = vae.ScoreFunctionELBO(
+        *models("bernoulli"), n_samples=2, estimator=NVILBaseline(baseline_net)
+    )
+    assert {id(p) for p in baseline_net.parameters()} <= {id(p) for p in loss_obj.parameters()}
+    loss_obj(data_of()).backward()
+    assert baseline_net.weight.grad is not None and baseline_net.weight.grad.abs().sum() > 0
+
+
+@pytest.mark.parametrize(
+    "loss_cls, n_samples, message",
+    [
+        (vae.VIMCO, 1, "n_samples must be an integer >= 2"),
+        (vae.IWAE, 0, "n_samples must be an integer >= 1"),
+    ],
+)
+def test_invalid_sample_counts(loss_cls, n_samples, message):
+    with pytest.raises(ValueError, match=message):
+        loss_cls(*models("normal"), n_samples=n_samples)
+
+
+def test_reparameterized_loss_rejects_discrete_latents():
+    with pytest.raises(NotImplementedError, match="no reparameterized sampler"):
+        vae.IWAE(*models("bernoulli"))(data_of())
+
+
+def test_elbo_kl_modes():
+    data = data_of()
+    normal = vae.ELBO(*models("normal"))
+    normal(data)
+    assert normal.uses_analytic_kl_
+    monte_carlo = vae.ELBO(*models("normal"), analytic_kl=False)
+    monte_carlo(data)
+    assert not monte_carlo.uses_analytic_kl_
+    # No closed form for RelaxedBernoulli: "auto" falls back to Monte Carlo, True refuses.
+    temperature = torch.tensor(0.5, dtype=torch.float64)
+    encoder = DistributionNet(
+        nn.Linear(DATA_DIM, LATENT_DIM), RelaxedBernoulli, "logits", temperature=temperature
+    )
+    prior = Prior(RelaxedBernoulli, logits=torch.zeros(LATENT_DIM), temperature=temperature)
+    decoder = DistributionNet(nn.Linear(LATENT_DIM, DATA_DIM), Bernoulli, "logits")
+    inf_net = DistributionInferenceNetwork(encoder).double()
+    gen_model = DistributionGenerativeModel(prior, decoder).double()
+    auto = vae.ELBO(inf_net, gen_model)
+    auto(data)
+    assert not auto.uses_analytic_kl_
+    with pytest.raises(ValueError, match="analytic_kl=True but no closed-form KL"):
+        vae.ELBO(inf_net, gen_model, analytic_kl=True)(data)
+    with pytest.raises(ValueError, match="analytic_kl must be"):
+        vae.ELBO(inf_net, gen_model, analytic_kl="yes")
+
+
+def _elbo_z_score(offset):
+    """z-score of the Monte Carlo ELBO (10000 samples per point) against the analytic-KL ELBO
+    shifted by ``offset``; their expectations are equal."""
+    inf_net, gen_model = models("normal")
+    data = data_of()
+    torch.manual_seed(0)
+    with torch.no_grad():
+        analytic = vae.ELBO(inf_net, gen_model, n_samples=10_000)
+        analytic_value = analytic(data).item()
+        latents = inf_net(data).rsample(10_000)
+        log_w = gen_model(data, latents).log_prob(data, latents) - inf_net.log_prob(latents)
+    monte_carlo = -log_w.mean(1).mean()
+    standard_error = (log_w.var(1) / 10_000).sum().sqrt() / BATCH
+    return ((monte_carlo - analytic_value - offset) / standard_error).item()
+
+
+def test_analytic_and_monte_carlo_elbo_agree():
+    assert abs(_elbo_z_score(0.0)) < 4.5
+
+
+def test_analytic_and_monte_carlo_check_fails_on_wrong_kl():
+    assert abs(_elbo_z_score(0.05)) > 4.5
+
+
+def test_qsleep_ignores_data_values():
+    loss_obj = vae.QSleep(*models("bernoulli"), n_samples=2)
+    data = data_of()
+    torch.manual_seed(0)
+    first = loss_obj(data)
+    torch.manual_seed(0)
+    second = loss_obj(torch.zeros(BATCH, DATA_DIM, dtype=torch.float64))
+    assert first.item() == second.item()
+
+
+def test_losses_train_a_tiny_model():
+    """A few hundred steps of each wake-sleep pair/IWAE improve the IWAE bound on fixed data."""
+    data = torch.tensor([[1.0, 1, 1, 0, 0, 0], [0, 0, 0, 1, 1, 1]], dtype=torch.float64).repeat(
+        4, 1
+    )
+    inf_net, gen_model = models("bernoulli")
+    evaluate = vae.VIMCO(inf_net, gen_model, n_samples=50)
+    torch.manual_seed(0)
+    with torch.no_grad():
+        before = -evaluate(data).item()
+    losses = [vae.PWake(inf_net, gen_model), vae.QWake(inf_net, gen_model)]
+    optimizer = torch.optim.Adam([*inf_net.parameters(), *gen_model.parameters()], lr=0.05)
+    for _ in range(150):
+        optimizer.zero_grad()
+        sum(loss(data) for loss in losses).backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = -evaluate(data).item()
+    # An untrained model is near 6 log(1/2) ≈ -4.16; the two-pattern data allow about log(1/2).
+    assert before < -3.5 and after > -1.5, (before, after)
+    assert math.isfinite(after)
