@@ -72,8 +72,8 @@ class _RunningMoments(nn.Module):
     def __init__(self, decay: float) -> None:
         super().__init__()
         self.decay = _check_decay(decay)
-        self.register_buffer("running_mean", torch.zeros((), dtype=torch.float64))
-        self.register_buffer("running_var", torch.zeros((), dtype=torch.float64))
+        self.register_buffer("running_mean", torch.zeros(()))
+        self.register_buffer("running_var", torch.zeros(()))
         self.register_buffer("num_updates", torch.zeros((), dtype=torch.long))
 
     def _correction(self) -> float:
@@ -99,7 +99,7 @@ class _RunningMoments(nn.Module):
         values = values.detach().to(self.running_mean)
         centred = values if centred is None else centred.detach().to(self.running_mean)
         stats = torch.stack(
-            [values.sum(), centred.square().sum(), torch.tensor(float(values.numel())).to(values)]
+            [values.sum(), centred.square().sum(), values.new_tensor(float(values.numel()))]
         )
         total, total_sq, count = all_reduce_sum(stats).unbind()
         if count == 0:

@@ -19,25 +19,12 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from stochgrad.relaxed._utils import conditional_logistic, logistic_like, uniform_like
+
 from ._distributed import all_reduce_mean
 from .surrogate import gradient_only
 
 __all__ = ["REBAR", "RELAX"]
-
-
-def _open_uniform(like: Tensor) -> Tensor:
-    finfo = torch.finfo(like.dtype)
-    u = torch.rand(like.shape, dtype=like.dtype, device=like.device)
-    return u.clamp(finfo.tiny, 1.0 - finfo.eps)
-
-
-def _conditional_logistic(logits: Tensor, b: Tensor, v: Tensor) -> Tensor:
-    """z̃ ~ p(z | H(z) = b) for z = α + logit(u), reparameterised by v ~ U(0, 1)."""
-    prob_one = torch.sigmoid(logits)
-    prob_zero = torch.sigmoid(-logits)
-    u = b * (prob_zero + v * prob_one) + (1.0 - b) * (v * prob_zero)
-    finfo = torch.finfo(logits.dtype)
-    return logits + torch.logit(u.clamp(finfo.tiny, 1.0 - finfo.eps))
 
 
 class RELAX(nn.Module):
@@ -50,7 +37,9 @@ class RELAX(nn.Module):
     ``relax.step(surrogate.mean(), encoder_params)`` writes ĝ into the encoder parameters'
     ``.grad`` and takes one step of ``relax.optimizer`` on (η, λ, ρ) along ∇‖ĝ‖²,
     the variance-minimising update. Under ``torch.distributed`` the control variate's gradients
-    are averaged over ranks, so every rank keeps the same control variate.
+    and ĝ itself are averaged over ranks (``step`` differentiates with ``torch.autograd.grad``,
+    which bypasses ``DistributedDataParallel``'s gradient hooks), so every rank keeps the same
+    control variate and receives the same encoder gradient.
 
     Args:
         control: network r_ρ mapping relaxed samples of ``logits``' shape (values in (0, 1))
@@ -125,9 +114,9 @@ class RELAX(nn.Module):
         """
         if not 0 <= event_dims <= logits.dim():
             raise ValueError(f"event_dims must be in [0, {logits.dim()}], got {event_dims}")
-        z = logits + torch.logit(_open_uniform(logits))
+        z = logits + logistic_like(logits.shape, logits)
         b = (z > 0).to(logits.dtype).detach()
-        z_tilde = _conditional_logistic(logits, b, _open_uniform(logits))
+        z_tilde = conditional_logistic(logits, b, uniform_like(logits.shape, logits))
         log_prob = -F.binary_cross_entropy_with_logits(logits, b, reduction="none")
         if event_dims > 0:
             log_prob = log_prob.sum(tuple(range(-event_dims, 0)))
@@ -151,7 +140,7 @@ class RELAX(nn.Module):
             retain_graph: keep the graph, e.g. to call ``loss.backward(inputs=decoder_params)``.
 
         Returns:
-            ĝ, detached, one tensor per parameter.
+            ĝ, detached (averaged over ranks under ``torch.distributed``), one per parameter.
         """
         params = list(params)
         grads = torch.autograd.grad(loss, params, create_graph=True)
@@ -164,10 +153,10 @@ class RELAX(nn.Module):
             )
         self.optimizer.step()
         self.optimizer.zero_grad(set_to_none=True)
-        detached = [grad.detach() for grad in grads]
-        for param, grad in zip(params, detached, strict=True):
+        estimates = [all_reduce_mean(grad.detach().clone()) for grad in grads]
+        for param, grad in zip(params, estimates, strict=True):
             param.grad = grad.clone() if param.grad is None else param.grad + grad
-        return detached
+        return estimates
 
 
 class REBAR(RELAX):

@@ -11,12 +11,14 @@ the estimator (which relaxation supplies the gradient) behind one call taking lo
 from __future__ import annotations
 
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 
-from stochgrad.relaxed import RelaxedBernoulli, RelaxedOneHotCategorical, StraightThroughBernoulli
-
-from .surrogate import gradient_only
+from stochgrad.relaxed import (
+    DecoupledStraightThroughGumbelSoftmax,
+    RelaxedBernoulli,
+    StraightThroughBernoulli,
+)
+from stochgrad.relaxed._utils import straight_through
 
 __all__ = [
     "gumbel_straight_through_bernoulli",
@@ -68,8 +70,7 @@ def gumbel_straight_through_bernoulli(logits: Tensor, temperature: float = 1.0) 
     _check_temperature(temperature)
     temperature_ = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
     soft = RelaxedBernoulli(temperature_, logits=logits, validate_args=False).rsample()
-    hard = (soft.detach() > 0.5).to(logits.dtype)
-    return hard + gradient_only(soft)
+    return straight_through((soft.detach() > 0.5).to(logits.dtype), soft)
 
 
 def gumbel_straight_through_categorical(logits: Tensor, temperature: float = 1.0) -> Tensor:
@@ -91,7 +92,7 @@ def gumbel_straight_through_categorical(logits: Tensor, temperature: float = 1.0
     _check_temperature(temperature)
     if logits.dim() == 0:
         raise ValueError("logits must have at least one dimension (the categories)")
-    temperature_ = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
-    soft = RelaxedOneHotCategorical(temperature_, logits=logits, validate_args=False).rsample()
-    hard = F.one_hot(soft.detach().argmax(-1), logits.shape[-1]).to(logits.dtype)
-    return hard + gradient_only(soft)
+    # Forward temperature 1: the forward draw is Categorical(softmax(logits)) itself.
+    return DecoupledStraightThroughGumbelSoftmax(
+        logits, tau_forward=1.0, tau_backward=temperature, validate_args=False
+    ).rsample()

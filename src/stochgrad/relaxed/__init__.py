@@ -5,6 +5,9 @@ and whose ``log_prob`` describes the law of ``rsample``; all of them can be used
 ``pyro.sample``. Their KL divergences are registered in :mod:`stochgrad.kl`.
 """
 
+from torch.distributions import Distribution
+
+from stochgrad.relaxed._utils import register_with_pyro
 from stochgrad.relaxed.categorical import (
     RelaxedBernoulli,
     RelaxedOneHotCategorical,
@@ -45,3 +48,12 @@ __all__ = [
     "lognorm_approximation",
     "softmax_plus_plus",
 ]
+
+# Pyro's plates broadcast only its own distributions: register every class above with it.
+register_with_pyro(
+    [
+        obj
+        for obj in (globals()[name] for name in __all__)
+        if isinstance(obj, type) and issubclass(obj, Distribution)
+    ]
+)

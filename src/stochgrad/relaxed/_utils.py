@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib.util
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -12,7 +14,9 @@ __all__ = [
     "EMPTY_SHAPE",
     "PyroCompatible",
     "open_unit_interval",
+    "register_with_pyro",
     "binary_concrete_log_prob",
+    "conditional_logistic",
     "gumbel_like",
     "logistic_like",
     "normal_to_logistic",
@@ -59,8 +63,24 @@ def logistic_like(shape: torch.Size, like: Tensor) -> Tensor:
 
 
 def gumbel_like(shape: torch.Size, like: Tensor) -> Tensor:
-    """Standard Gumbel draws, ``-log(-log(u))`` with ``u ~ Uniform(0, 1)``."""
-    return -(-uniform_like(shape, like).log()).log()
+    """Standard Gumbel draws, ``-log(E)`` with ``E ~ Exponential(1)`` (one log, not two)."""
+    exponential = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_()
+    return -exponential.clamp_min(torch.finfo(like.dtype).tiny).log()
+
+
+def conditional_logistic(logits: Tensor, hard: Tensor, v: Tensor) -> Tensor:
+    """``z~ ~ p(z | 1[z > 0] = hard)`` for ``z = logits + Logistic(0, 1)``, reparameterised by v.
+
+    ``z~ = logits + logit(u~)`` with ``u~ = 1 - theta (1 - v)`` (hard = 1) or
+    ``u~ = (1 - theta) v`` (hard = 0), ``theta = sigmoid(logits)`` (Tucker et al., 2017, REBAR).
+    ``log u~`` and ``log(1 - u~)`` are formed in log space: ``1 - u~`` rounds to 0 in float32
+    for ``theta (1 - v) < 3e-8``, which would make the value infinite and the gradient nan.
+    """
+    log_above = F.logsigmoid(logits) + (-v).log1p()  # log(1 - u~) when hard = 1
+    log_below = F.logsigmoid(-logits) + v.log()  # log u~ when hard = 0
+    given_one = (-log_above.exp()).log1p() - log_above
+    given_zero = log_below - (-log_below.exp()).log1p()
+    return logits + torch.where(hard > 0.5, given_one, given_zero)
 
 
 def normal_to_logistic(v: Tensor) -> Tensor:
@@ -96,9 +116,10 @@ def binary_concrete_log_prob(value: Tensor, logit: Tensor, temperature: Tensor) 
 
 
 class PyroCompatible:
-    """The few hooks ``pyro.sample`` and Pyro's ELBOs call on a distribution.
+    """The hooks ``pyro.sample``, Pyro's plates and ELBOs call on a distribution.
 
-    Pyro is optional: it is imported only inside the methods that return Pyro objects.
+    Pyro is optional: it is imported only inside the methods that return Pyro objects, and by
+    :func:`register_with_pyro`, which makes the classes virtual Pyro distributions.
     """
 
     def __call__(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
@@ -109,6 +130,12 @@ class PyroCompatible:
     @property
     def event_dim(self) -> int:
         return len(self.event_shape)
+
+    def shape(self, sample_shape: torch.Size = EMPTY_SHAPE) -> torch.Size:
+        return torch.Size(sample_shape) + self.batch_shape + self.event_shape
+
+    def expand_by(self, sample_shape: torch.Size):
+        return self.expand(torch.Size(sample_shape) + self.batch_shape)
 
     def score_parts(self, value: Tensor):
         from pyro.distributions.score_parts import ScoreParts
@@ -131,3 +158,21 @@ class PyroCompatible:
         from pyro.distributions import MaskedDistribution
 
         return MaskedDistribution(self, mask)
+
+
+def register_with_pyro(classes: list[type]) -> None:
+    """Make ``classes`` count as Pyro distributions when Pyro is installed (a no-op otherwise).
+
+    Pyro's plates only broadcast sites whose distribution is a ``TorchDistributionMixin``; its
+    metaclass is an ABC, so registering the classes as virtual subclasses suffices and keeps
+    Pyro out of their bases.
+    """
+    if importlib.util.find_spec("pyro") is None:
+        return
+    try:
+        from pyro.distributions.torch_distribution import TorchDistributionMixin
+    except ImportError:  # an installed but unusable Pyro must not break stochgrad
+        return
+
+    for cls in classes:
+        TorchDistributionMixin.register(cls)

@@ -67,7 +67,9 @@ class CorrelatedRelaxedBernoulli(PyroCompatible, Distribution):
         batch_shape = torch.broadcast_shapes(pi.shape[:-1], R.shape[:-2], tau.shape)
         event_shape = pi.shape[-1:]
         self.pi = pi.expand(batch_shape + event_shape)
-        self.R = R.expand(batch_shape + event_shape + event_shape)
+        # R keeps its own (broadcastable) shape: validating and factorising it once per distinct
+        # matrix, not once per batch element.
+        self.R = R
         self.tau = tau.expand(batch_shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
         if self._validate_args:
@@ -83,9 +85,9 @@ class CorrelatedRelaxedBernoulli(PyroCompatible, Distribution):
         new = self._get_checked_instance(CorrelatedRelaxedBernoulli, _instance)
         batch_shape = torch.Size(batch_shape)
         new.pi = self.pi.expand(batch_shape + self.event_shape)
-        new.R = self.R.expand(batch_shape + self.event_shape + self.event_shape)
+        new.R = self.R
         new.tau = self.tau.expand(batch_shape)
-        new._scale_tril = self._scale_tril.expand(new.R.shape)
+        new._scale_tril = self._scale_tril
         super(CorrelatedRelaxedBernoulli, new).__init__(
             batch_shape, self.event_shape, validate_args=False
         )

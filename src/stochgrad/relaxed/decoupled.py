@@ -62,9 +62,7 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
             logits.shape[:-1], tau_forward.shape, tau_backward.shape
         )
         event_shape = logits.shape[-1:]
-        self.logits = (logits - logits.logsumexp(-1, keepdim=True)).expand(
-            batch_shape + event_shape
-        )
+        self.logits = logits.expand(batch_shape + event_shape)
         self.tau_forward = tau_forward.expand(batch_shape)
         self.tau_backward = tau_backward.expand(batch_shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import logits_to_probs, probs_to_logits
+from torch.distributions.utils import clamp_probs, logits_to_probs, probs_to_logits
 
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like, straight_through
 
@@ -59,7 +61,6 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         if (probs is None) == (logits is None):
             raise ValueError("give exactly one of probs or logits")
         logits = probs_to_logits(probs) if probs is not None else logits
-        logits = logits - logits.logsumexp(-1, keepdim=True)
         tau = torch.as_tensor(tau, dtype=logits.dtype, device=logits.device)
         values = torch.as_tensor(values, dtype=logits.dtype, device=logits.device)
         if values.dim() < 1 or values.shape[-1] != logits.shape[-1]:
@@ -87,10 +88,17 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
 
         Gradients reach the law's parameters through the truncated probabilities.
         """
-        support = torch.arange(num_values, dtype=torch.get_default_dtype())
+        # The law's mean carries its dtype and device.
+        like = distribution.mean
+        support = torch.arange(num_values, dtype=like.dtype, device=like.device)
         grid = support.reshape((num_values,) + (1,) * len(distribution.batch_shape))
-        head = distribution.log_prob(grid[:-1]).movedim(0, -1)
+        # Points outside the law's support (e.g. above a binomial's total count) get a negligible
+        # but finite log-probability, so the concrete density stays finite.
+        grid = grid[:-1]
+        inside = distribution.support.check(grid)
+        head = distribution.log_prob(torch.where(inside, grid, torch.zeros_like(grid)))
         tiny = torch.finfo(head.dtype).tiny
+        head = torch.where(inside, head, math.log(tiny)).movedim(0, -1)
         tail = (1 - head.exp().sum(-1, keepdim=True)).clamp_min(tiny).log()
         logits = torch.cat([head, tail], dim=-1)
         return cls(support.to(logits), logits=logits, tau=tau, hard=hard)
@@ -120,7 +128,8 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         noise = gumbel_like(self._extended_shape(sample_shape), self.logits)
         soft = torch.softmax((self.logits + noise) / self.tau.unsqueeze(-1), dim=-1)
         if not self.hard:
-            return soft
+            # Weights that underflow to 0 would give log_prob = nan; keep them at float epsilon.
+            return clamp_probs(soft)
         hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
         return straight_through(hard, soft)
 
@@ -135,15 +144,16 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
+        log_probs = torch.log_softmax(self.logits, dim=-1)
         if self.hard:
-            return (value * self.logits).sum(-1)
+            return (value * log_probs).sum(-1)
         # Concrete density over the first n-1 coordinates (Maddison et al., 2017, eq. 2).
         tau = self.tau.unsqueeze(-1)
         log_value = value.log()
         num_values = self.event_shape[0]
         return (
-            torch.lgamma(torch.tensor(float(num_values), dtype=value.dtype, device=value.device))
+            math.lgamma(num_values)
             + (num_values - 1) * self.tau.log()
-            + (self.logits - (tau + 1) * log_value).sum(-1)
-            - num_values * (self.logits - tau * log_value).logsumexp(-1)
+            + (log_probs - (tau + 1) * log_value).sum(-1)
+            - num_values * (log_probs - tau * log_value).logsumexp(-1)
         )

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import broadcast_all
+from torch.distributions.utils import broadcast_all, clamp_probs
 
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
 
@@ -108,7 +108,9 @@ class InvertibleGaussian(PyroCompatible, Distribution):
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return softmax_plus_plus(self.loc + self.scale * eps, self.temperature, self.delta)
+        z = softmax_plus_plus(self.loc + self.scale * eps, self.temperature, self.delta)
+        # Coordinates that underflow to 0 (cold temperature) would make log_prob nan.
+        return clamp_probs(z)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import Tensor
 from torch.distributions import Dirichlet, Distribution, constraints
-from torch.distributions.utils import broadcast_all
+from torch.distributions.utils import broadcast_all, clamp_probs
 
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
 
@@ -67,7 +67,8 @@ class LogisticNormalSoftmax(PyroCompatible, Distribution):
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return torch.softmax(self.loc + self.scale * eps, dim=-1)
+        # Coordinates that underflow to 0 would make log_prob infinite.
+        return clamp_probs(torch.softmax(self.loc + self.scale * eps, dim=-1))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

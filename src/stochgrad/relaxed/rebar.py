@@ -13,6 +13,8 @@ from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
     binary_concrete_log_prob,
+    conditional_logistic,
+    logistic_like,
     open_unit_interval,
     uniform_like,
 )
@@ -77,23 +79,19 @@ class RebarRelaxation(PyroCompatible, Distribution):
     def _logit(self) -> Tensor:
         return self.theta.log() - (-self.theta).log1p()
 
-    def _z(self, u: Tensor) -> Tensor:
-        return self._logit + u.log() - (-u).log1p()
-
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
-        z = self._z(uniform_like(self._extended_shape(sample_shape), self.theta))
+        z = self._logit + logistic_like(self._extended_shape(sample_shape), self.theta)
         return clamp_probs(torch.sigmoid(z / self.lambd))
 
     def conditional_rsample(self, hard: Tensor) -> Tensor:
         """``sigmoid(z~ / lambd)``, ``z~ ~ p(z | H(z) = hard)``, reparameterized in ``theta``."""
         shape = torch.broadcast_shapes(hard.shape, self.batch_shape)
-        v = uniform_like(shape, self.theta)
-        u = torch.where(hard > 0.5, 1 - self.theta + self.theta * v, (1 - self.theta) * v)
-        return clamp_probs(torch.sigmoid(self._z(u) / self.lambd))
+        z = conditional_logistic(self._logit, hard, uniform_like(shape, self.theta))
+        return clamp_probs(torch.sigmoid(z / self.lambd))
 
     def rsample_rebar(self, sample_shape: torch.Size = EMPTY_SHAPE) -> RebarSample:
         """Draw ``(hard, relaxed, conditional)`` as REBAR and RELAX use them."""
-        z = self._z(uniform_like(self._extended_shape(sample_shape), self.theta))
+        z = self._logit + logistic_like(self._extended_shape(sample_shape), self.theta)
         hard = (z > 0).to(z.dtype).detach()
         relaxed = clamp_probs(torch.sigmoid(z / self.lambd))
         return RebarSample(hard, relaxed, self.conditional_rsample(hard))

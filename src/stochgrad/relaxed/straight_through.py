@@ -43,7 +43,7 @@ class StochasticTimesSmooth(PyroCompatible, Bernoulli):
     r"""Bernoulli whose ``rsample`` is an exact draw with the stochastic-times-smooth gradient.
 
     Math: ``b = g * c`` with ``g, c ~ Bernoulli(sqrt p)`` independent, so ``b ~ Bernoulli(p)``
-    exactly; the smooth factor ``c`` is replaced by ``sqrt p`` in the backward pass, giving
+    exactly; the factor ``c`` is replaced by its mean ``sqrt p`` in the backward pass, giving
     Bengio's ``db/dp := g / (2 sqrt p)`` (gradient of ``h = g * sqrt p``). The surrogate is biased
     (its mean is 1/2, not 1) by design. Bengio, Léonard & Courville, arXiv:1308.3432, 2013, §4.
 
@@ -63,6 +63,10 @@ class StochasticTimesSmooth(PyroCompatible, Bernoulli):
 
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        smooth = clamp_probs(self.probs).sqrt().expand(shape)
-        gate = torch.bernoulli(smooth.detach())
-        return gate * straight_through(torch.bernoulli(smooth.detach()), smooth)
+        probs = clamp_probs(self.probs).expand(shape)
+        smooth = probs.sqrt()
+        # One uniform gives the pair (g, b = g c) its exact joint law: b = 1[u < p] implies
+        # g = 1[u < sqrt p], and P(g = 1, b = 0) = sqrt p - p = sqrt p (1 - sqrt p).
+        u = torch.rand(shape, dtype=probs.dtype, device=probs.device)
+        gate = (u < smooth.detach()).to(probs.dtype)
+        return gate * straight_through((u < probs.detach()).to(probs.dtype), smooth)

@@ -21,9 +21,10 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
 
     Math: keys ``s = logits + Gumbel``; the top-K keys form a sample without replacement
     (Kool et al.); the relaxation sums ``a_j = softmax(s_j / tau)`` with
-    ``s_{j+1} = s_j + log(1 - a_j)`` for ``j = 1..K`` (Xie & Ermon). ``hard=True`` returns the
-    exact k-hot with the relaxed gradient (straight-through), and then ``log_prob`` is the exact
-    subset probability ``sum over orderings prod_j p_{i_j} / (1 - sum_{l<j} p_{i_l})``.
+    ``s_{j+1} = s_j + log(1 - a_j)`` for ``j = 1..K`` (Xie & Ermon), non-negative and summing to
+    K. ``hard=True`` returns the exact k-hot with the relaxed gradient (straight-through), and
+    then ``log_prob`` is the exact subset probability
+    ``sum over orderings prod_j p_{i_j} / (1 - sum_{l<j} p_{i_l})``.
     Xie & Ermon, "Reparameterizable Subset Sampling via Continuous Relaxations", IJCAI 2019;
     Kool, van Hoof & Welling, "Stochastic Beams and Where to Find Them", ICML 2019.
 
@@ -80,7 +81,8 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
     def support(self):
         if self.hard:
             return constraints.independent(constraints.boolean, 1)
-        return constraints.independent(constraints.unit_interval, 1)
+        # The relaxed k-hot sums to K; away from the limit one coordinate can exceed 1.
+        return constraints.independent(constraints.interval(0.0, float(self.K)), 1)
 
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
         keys = self.logits + gumbel_like(self._extended_shape(sample_shape), self.logits)
@@ -92,8 +94,6 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
             onehot = torch.softmax(scores / tau, dim=-1)
             soft = soft + onehot
             scores = scores + (1 - onehot).clamp_min(tiny).log()
-        # Rounding can push a coordinate a hair above 1; the exact relaxation stays in [0, 1].
-        soft = soft.clamp(max=1.0)
         if not self.hard:
             return soft
         top = keys.topk(self.K, dim=-1).indices
