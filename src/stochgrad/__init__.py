@@ -8,6 +8,8 @@ Subpackages:
 - :mod:`stochgrad.vae` -- a model-agnostic VAE toolkit.
 """
 
+from stochgrad import kl  # registers every KL divergence with torch.distributions
+
 __version__ = "0.1.0"
 
-__all__ = ["__version__"]
+__all__ = ["__version__", "kl"]

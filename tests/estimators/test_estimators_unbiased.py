@@ -1,4 +1,4 @@
-"""Unbiasedness of every unbiased estimator on E_{b ~ Bernoulli(σ(α))}[Σ_i (b_i − t_i)² + c Π_i b_i].
+"""Unbiasedness of every unbiased estimator on E[Σ_i (b_i − t_i)² + c Π_i b_i], b ~ Bernoulli(σ(α)).
 
 Policy (as torch's "Note [Randomized statistical tests]"): every check has a fixed seed, a stated
 sample size ``num_samples`` of independent gradient estimates, and compares their mean with the

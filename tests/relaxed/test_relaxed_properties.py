@@ -237,6 +237,8 @@ BAD_PARAMS = [
     (lambda: relaxed.RebarRelaxation(t(1.0), t(0.5)), "theta"),
     (lambda: relaxed.GeneralizedGumbelSoftmax(t(0.0, 1.0), probs=t(0.5, 0.2, 0.3)), "values"),
     (lambda: relaxed.DecoupledStraightThroughGumbelSoftmax(t(0.0, 1.0), 0.0, 1.0), "tau_forward"),
+    (lambda: relaxed.DecoupledStraightThroughGumbelSoftmax(None, 1.0, 1.0), "probs or logits"),
+    (lambda: relaxed.GeneralizedGumbelSoftmax(t(0.0, 1.0), t(0.5, 0.5), t(0.0, 0.0)), "probs or"),
 ]
 
 

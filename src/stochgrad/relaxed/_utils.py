@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import constraints
-from torch.distributions.utils import clamp_probs
+from torch.distributions.utils import clamp_probs, probs_to_logits
 
 __all__ = [
     "EMPTY_SHAPE",
@@ -18,6 +18,7 @@ __all__ = [
     "binary_concrete_log_prob",
     "conditional_logistic",
     "gumbel_like",
+    "logits_from",
     "logistic_like",
     "normal_to_logistic",
     "logistic_to_normal",
@@ -41,6 +42,13 @@ class _OpenInterval(constraints.Constraint):
 
 
 open_unit_interval = _OpenInterval(0.0, 1.0)
+
+
+def logits_from(probs: Tensor | None, logits: Tensor | None) -> Tensor:
+    """The logits of a categorical parameterised by exactly one of ``probs`` and ``logits``."""
+    if (probs is None) == (logits is None):
+        raise ValueError("give exactly one of probs or logits")
+    return probs_to_logits(probs) if probs is not None else logits
 
 
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:

@@ -5,9 +5,15 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import logits_to_probs, probs_to_logits
+from torch.distributions.utils import logits_to_probs
 
-from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like, straight_through
+from stochgrad.relaxed._utils import (
+    EMPTY_SHAPE,
+    PyroCompatible,
+    gumbel_like,
+    logits_from,
+    straight_through,
+)
 
 __all__ = ["DecoupledStraightThroughGumbelSoftmax"]
 
@@ -53,9 +59,7 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
         *,
         validate_args: bool | None = None,
     ) -> None:
-        if (probs is None) == (logits is None):
-            raise ValueError("give exactly one of probs or logits")
-        logits = probs_to_logits(probs) if probs is not None else logits
+        logits = logits_from(probs, logits)
         tau_forward = torch.as_tensor(tau_forward, dtype=logits.dtype, device=logits.device)
         tau_backward = torch.as_tensor(tau_backward, dtype=logits.dtype, device=logits.device)
         batch_shape = torch.broadcast_shapes(

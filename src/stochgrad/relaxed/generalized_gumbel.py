@@ -7,9 +7,15 @@ import math
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import clamp_probs, logits_to_probs, probs_to_logits
+from torch.distributions.utils import clamp_probs, logits_to_probs
 
-from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like, straight_through
+from stochgrad.relaxed._utils import (
+    EMPTY_SHAPE,
+    PyroCompatible,
+    gumbel_like,
+    logits_from,
+    straight_through,
+)
 
 __all__ = ["GeneralizedGumbelSoftmax"]
 
@@ -58,9 +64,7 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         *,
         validate_args: bool | None = None,
     ) -> None:
-        if (probs is None) == (logits is None):
-            raise ValueError("give exactly one of probs or logits")
-        logits = probs_to_logits(probs) if probs is not None else logits
+        logits = logits_from(probs, logits)
         tau = torch.as_tensor(tau, dtype=logits.dtype, device=logits.device)
         values = torch.as_tensor(values, dtype=logits.dtype, device=logits.device)
         if values.dim() < 1 or values.shape[-1] != logits.shape[-1]:
