@@ -1,20 +1,31 @@
 """Every KL divergence registration of stochgrad in one place.
 
-Importing :mod:`stochgrad` registers them with :func:`torch.distributions.kl.register_kl`.
+Importing :mod:`stochgrad` (or :mod:`stochgrad.kl`) registers them with :func:`torch.distributions.kl.register_kl`.
 """
 
 from __future__ import annotations
+
+import math
+
+import torch
+from torch.distributions import (
+    Distribution,
+    MultivariateNormal,
+    Normal,
+    VonMises,
+    kl_divergence,
+    register_kl,
+)
+
+from stochgrad.implicit.factorized import Factorized
+from stochgrad.implicit.truncated_normal import TruncatedNormal
+from stochgrad.relaxed.invertible_gaussian import InvertibleGaussian
+from stochgrad.relaxed.logistic_normal import LogisticNormalSoftmax
 
 __all__: list[str] = []
 
 
 # --- stochgrad.relaxed: discrete relaxations (IGR, logistic normal through softmax) -----------
-
-import torch  # noqa: E402
-from torch.distributions import MultivariateNormal, Normal, kl_divergence, register_kl  # noqa: E402
-
-from stochgrad.relaxed.invertible_gaussian import InvertibleGaussian  # noqa: E402
-from stochgrad.relaxed.logistic_normal import LogisticNormalSoftmax  # noqa: E402
 
 
 @register_kl(InvertibleGaussian, InvertibleGaussian)
@@ -40,13 +51,6 @@ def _kl_logistic_normal_softmax(p: LogisticNormalSoftmax, q: LogisticNormalSoftm
 # --- stochgrad.implicit, issue 3: von Mises, truncated normal, Factorized, Monte Carlo fallback --
 # Gamma-Gamma, Beta-Beta and Dirichlet-Dirichlet need no entry here: stochgrad's classes subclass
 # torch's, whose registrations dispatch to them.
-
-import math  # noqa: E402
-
-from torch.distributions import Distribution, VonMises  # noqa: E402
-
-from stochgrad.implicit.factorized import Factorized  # noqa: E402
-from stochgrad.implicit.truncated_normal import TruncatedNormal  # noqa: E402
 
 __all__ += ["kl_monte_carlo"]
 

@@ -28,7 +28,7 @@ def per_sample_gradients(
 def exact_gradients(expectation: Callable[..., torch.Tensor], params: list[torch.Tensor]):
     leaves = [p.detach().clone().requires_grad_(True) for p in params]
     grads = torch.autograd.grad(expectation(*leaves).sum(), leaves, allow_unused=True)
-    return [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads)]
+    return [torch.zeros_like(p) if g is None else g for p, g in zip(leaves, grads, strict=True)]
 
 
 def z_scores(estimates: torch.Tensor, exact: torch.Tensor) -> torch.Tensor:

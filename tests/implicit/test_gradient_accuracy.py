@@ -25,7 +25,7 @@ SAMPLES = 6
 
 
 def max_relative_error(values, references):
-    return max(abs(v - r) / abs(r) for v, r in zip(values, references) if r != 0)
+    return max(abs(v - r) / abs(r) for v, r in zip(values, references, strict=True) if r != 0)
 
 
 def gamma_gradients(a, dtype, seed=0):

@@ -77,6 +77,10 @@ def _mixture_moment(logits, loc, scale):
     return (weights * (loc + loc**2 + scale**2)).sum(-1)
 
 
+def _normal_mixture(logits, loc, scale):
+    return irt.MixtureSameFamily(td.Categorical(logits=logits), td.Normal(loc, scale))
+
+
 def _diag_mixture_moment(logits, loc, scale):
     weights = torch.softmax(logits, -1)
     m0, m1, m2 = loc.unbind(-1)
@@ -165,9 +169,7 @@ EXAMPLES = [
     Example(
         "mixture_same_family",
         irt.MixtureSameFamily,
-        lambda logits, loc, scale: irt.MixtureSameFamily(
-            td.Categorical(logits=logits), td.Normal(loc, scale)
-        ),
+        _normal_mixture,
         [_t(0.3, -0.5, 0.2), _t(-2.0, 0.5, 3.0), _t(0.6, 1.0, 0.4)],
         _linear_square,
         _mixture_moment,
@@ -175,9 +177,7 @@ EXAMPLES = [
     Example(
         "mixture_same_family_separated",
         irt.MixtureSameFamily,
-        lambda logits, loc, scale: irt.MixtureSameFamily(
-            td.Categorical(logits=logits), td.Normal(loc, scale)
-        ),
+        _normal_mixture,
         [_t(0.0, -1.0), _t(-4.0, 4.0), _t(1.0, 2.0)],
         _linear_square,
         _mixture_moment,

@@ -107,3 +107,15 @@ def test_truncated_normal_deep_tails(start, width, open_side, dtype):
     z = irt.TruncatedNormal(*params).rsample((200,))
     assert bool(((z >= params[2]) & (z <= params[3])).all())
     assert _finite_grads(z, params)
+
+
+@settings(max_examples=10, deadline=None, derandomize=True)
+@given(dtype=DTYPES, zero=st.integers(0, 2))
+def test_mixture_with_an_exactly_zero_weight_has_finite_gradients(dtype, zero):
+    weights = _leaf([0.5, 0.3, 0.2], dtype)
+    masked = weights * (torch.arange(3) != zero)  # still a leaf's function: gradient flows
+    loc = _leaf([-1.0, 0.5, 2.0], dtype)
+    components = [td.Normal(loc[0], 1.0), td.Laplace(loc[1], 1.0), td.Gumbel(loc[2], 1.0)]
+    mix = irt.Mixture(components, weights=masked / masked.sum())
+    torch.manual_seed(0)
+    assert _finite_grads(mix.rsample((200,)), (weights, loc))

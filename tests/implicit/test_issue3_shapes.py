@@ -84,3 +84,14 @@ BAD = [
 def test_bad_arguments_raise_value_error_naming_them(message, build):
     with pytest.raises(ValueError, match=message):
         build()
+
+
+@pytest.mark.parametrize("validate", [None, True, False], ids=["default", "on", "off"])
+def test_rsample_leaves_the_components_validation_setting_alone(validate):
+    rate = torch.tensor([1.0, 2.0], requires_grad=True)
+    component = td.Exponential(rate, validate_args=validate)
+    before = component._validate_args
+    mixture = irt.MixtureSameFamily(td.Categorical(logits=torch.zeros(2)), component)
+    mixture.rsample((3,)).sum().backward()
+    assert component._validate_args == before
+    assert ("_validate_args" in vars(component)) == (validate is not None)

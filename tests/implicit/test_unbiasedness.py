@@ -11,9 +11,7 @@ from tests.implicit.examples import EXAMPLES
 from tests.implicit.stats import Z_TOL, exact_gradients, per_sample_gradients, z_scores
 
 N = 200_000
-CASES = [
-    pytest.param(ex, stat, id=f"{ex.name}-{stat}") for ex in EXAMPLES for stat in ex.moments
-]
+CASES = [pytest.param(ex, stat, id=f"{ex.name}-{stat}") for ex in EXAMPLES for stat in ex.moments]
 
 
 def _estimates(example, stat, seed=0):
@@ -22,8 +20,11 @@ def _estimates(example, stat, seed=0):
     params = list(example.params.values())
     # MVN: the scale_tril parameter is the one under test besides loc.
     estimates = per_sample_gradients(
-        lambda *p: example.cls(*p) if example.cls.__name__ != "MultivariateNormal"
-        else example.cls(p[0], scale_tril=p[1]),
+        lambda *p: (
+            example.cls(*p)
+            if example.cls.__name__ != "MultivariateNormal"
+            else example.cls(p[0], scale_tril=p[1])
+        ),
         params,
         f,
         N,
@@ -41,7 +42,7 @@ def _relevant(exact):
 @pytest.mark.parametrize(("example", "stat"), CASES)
 def test_gradient_is_unbiased(example, stat):
     estimates, exact = _estimates(example, stat)
-    for name, est, ex in zip(example.params, estimates, exact):
+    for name, est, ex in zip(example.params, estimates, exact, strict=True):
         mask = _relevant(ex)
         z = z_scores(est, ex)[mask]
         assert torch.all(z.abs() < Z_TOL), f"{name}: z-scores {z.tolist()}"
@@ -50,7 +51,7 @@ def test_gradient_is_unbiased(example, stat):
 @pytest.mark.parametrize(("example", "stat"), CASES)
 def test_scaled_gradient_is_detected(example, stat):
     estimates, exact = _estimates(example, stat)
-    for name, est, ex in zip(example.params, estimates, exact):
+    for name, est, ex in zip(example.params, estimates, exact, strict=True):
         mask = _relevant(ex)
         z = z_scores(1.1 * est, ex)[mask]
         assert torch.all(z.abs() > Z_TOL), f"{name}: a 10% bias went unnoticed, z = {z.tolist()}"

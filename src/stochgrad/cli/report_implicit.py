@@ -48,7 +48,10 @@ def speed_rows(size: int = 10**6, repeats: int = 3, dtype=torch.float32) -> list
             params = [torch.full((size // k, k), values[0], dtype=dtype, requires_grad=True)]
         else:
             params = [torch.full((size,), v, dtype=dtype, requires_grad=True) for v in values]
-        seconds = [_time(lambda cls=cls: cls(*params), params, repeats) for cls in (ours, native)]
+        seconds = [
+            _time(lambda cls=cls, params=params: cls(*params), params, repeats)
+            for cls in (ours, native)
+        ]
         rows.append((name, seconds[0], seconds[1], seconds[0] / seconds[1]))
     return rows
 
@@ -56,7 +59,9 @@ def speed_rows(size: int = 10**6, repeats: int = 3, dtype=torch.float32) -> list
 def _gamma_reference(a: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     h = 1e-3 * a
     cdf = torch.special.gammainc
-    d_cdf = (8 * (cdf(a + h, x) - cdf(a - h, x)) - (cdf(a + 2 * h, x) - cdf(a - 2 * h, x))) / (12 * h)
+    d_cdf = (8 * (cdf(a + h, x) - cdf(a - h, x)) - (cdf(a + 2 * h, x) - cdf(a - 2 * h, x))) / (
+        12 * h
+    )
     density = torch.exp((a - 1) * torch.log(x) - x - torch.lgamma(a))
     return -d_cdf / density
 

@@ -22,7 +22,7 @@ __all__ = ["attach_gradients", "implicit_from_cdf", "implicit_triangular", "need
 
 
 def needs_grad(*params: Tensor) -> bool:
-    """Whether any parameter will receive a gradient (so the implicit derivative is worth computing)."""
+    """Whether any parameter will receive a gradient (so the derivative is worth computing)."""
     return torch.is_grad_enabled() and any(
         isinstance(p, Tensor) and p.requires_grad for p in params
     )
@@ -34,7 +34,7 @@ def attach_gradients(z: Tensor, params: Sequence[Tensor], dz_dparams: Sequence[T
     ``params`` must broadcast to ``z``; autograd sums the broadcast dimensions back.
     """
     out = z.detach()
-    for param, dz in zip(params, dz_dparams):
+    for param, dz in zip(params, dz_dparams, strict=True):
         if isinstance(param, Tensor) and param.requires_grad:
             out = out + (param - param.detach()) * dz.detach()
     return out

@@ -47,7 +47,10 @@ class Beta(torch.distributions.Beta):
         concentration1, concentration0 = broadcast_all(concentration1, concentration0)
         validate = validate_args if validate_args is not None else self._validate_args
         if validate:  # torch's Beta would report its inner Dirichlet's parameter instead
-            for name, value in (("concentration1", concentration1), ("concentration0", concentration0)):
+            for name, value in (
+                ("concentration1", concentration1),
+                ("concentration0", concentration0),
+            ):
                 if not torch._is_all_true(constraints.positive.check(value)):
                     raise ValueError(f"{name} must be > 0 (and not NaN), got {value}")
         super().__init__(concentration1, concentration0, validate_args=validate_args)

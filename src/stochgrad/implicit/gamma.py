@@ -15,8 +15,9 @@ __all__ = ["Gamma"]
 class Gamma(torch.distributions.Gamma):
     r"""Gamma(concentration, rate) whose ``rsample`` carries accurate implicit gradients.
 
-    ``dz/dα = -(∂P(α, βz)/∂α) / (β p(βz))`` (``P`` the regularized incomplete gamma function), computed
-    by quadrature to ~1e-13 relative error in float64 (torch's native rsample: ~1e-4); ``dz/dβ = -z/β``.
+    ``dz/dα = -(∂P(α, βz)/∂α) / (β p(βz))`` (``P`` the regularized incomplete gamma function),
+    computed by quadrature to ~1e-13 relative error in float64 (torch's native rsample: ~1e-4);
+    ``dz/dβ = -z/β``.
     Figurnov, Mohamed & Mnih, "Implicit Reparameterization Gradients", NeurIPS 2018.
 
     Args:
@@ -45,9 +46,13 @@ class Gamma(torch.distributions.Gamma):
         shape = self._extended_shape(sample_shape)
         concentration = self.concentration.expand(shape)
         with torch.no_grad():
-            x = torch._standard_gamma(concentration.detach()).clamp(min=torch.finfo(self.rate.dtype).tiny)
+            x = torch._standard_gamma(concentration.detach()).clamp(
+                min=torch.finfo(self.rate.dtype).tiny
+            )
         if needs_grad(concentration):
-            x = attach_gradients(x, [concentration], [standard_gamma_grad(concentration.detach(), x)])
+            x = attach_gradients(
+                x, [concentration], [standard_gamma_grad(concentration.detach(), x)]
+            )
         return x / self.rate.expand(shape)
 
     def cdf(self, value: Tensor) -> Tensor:

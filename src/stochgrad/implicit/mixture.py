@@ -12,6 +12,7 @@ forward substitution. Univariate mixtures are the case ``D = 1``:
 from __future__ import annotations
 
 import contextlib
+import math
 from collections.abc import Callable, Iterator, Sequence
 
 import torch
@@ -56,14 +57,19 @@ def _unvalidated(dist: td.Distribution) -> Iterator[None]:
     chain = [dist]
     while isinstance(getattr(chain[-1], "base_dist", None), td.Distribution):
         chain.append(chain[-1].base_dist)
-    saved = [d.__dict__.get("_validate_args") for d in chain]
+    # the default setting is a class attribute: restore "absent", not None (which would be falsy)
+    absent = object()
+    saved = [d.__dict__.get("_validate_args", absent) for d in chain]
     for d in chain:
         d._validate_args = False
     try:
         yield
     finally:
         for d, flag in zip(chain, saved, strict=True):
-            d._validate_args = flag
+            if flag is absent:
+                del d._validate_args
+            else:
+                d._validate_args = flag
 
 
 class _Coordinatewise:
@@ -299,7 +305,10 @@ class Mixture(td.Distribution):
             logits = torch.zeros(len(components), dtype=reference.dtype, device=reference.device)
         if weights is not None:
             self.weights = weights
-            logits = torch.log(weights)
+            # log 0 = -inf without the 0 · inf = NaN that torch.log(0) would put in the gradient
+            positive = weights > 0
+            safe = torch.where(positive, weights, 1.0)
+            logits = torch.where(positive, torch.log(safe), -math.inf)
         if logits.shape[-1:] != (len(components),):
             raise ValueError(
                 f"weights/logits must have last dimension {len(components)} (one per component), "

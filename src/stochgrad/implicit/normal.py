@@ -12,7 +12,7 @@ __all__ = ["Normal"]
 
 
 class Normal(torch.distributions.Normal):
-    r"""Normal(loc, scale); ``Normal(mean, covariance_matrix=...)`` gives a full-covariance Gaussian.
+    r"""Normal(loc, scale); ``Normal(mean, covariance_matrix=...)`` gives a full-covariance one.
 
     For ``F(z) = Φ((z - μ)/σ)`` the implicit derivative ``-(∂F/∂θ)/p`` is ``dz/dμ = 1`` and
     ``dz/dσ = (z - μ)/σ``, written in closed form (it coincides with the explicit one).
@@ -59,7 +59,9 @@ class Normal(torch.distributions.Normal):
         precision_matrix=None,
     ):
         if scale is None:
-            raise ValueError("Normal needs scale (or covariance_matrix/scale_tril/precision_matrix)")
+            raise ValueError(
+                "Normal needs scale (or covariance_matrix/scale_tril/precision_matrix)"
+            )
         super().__init__(loc, scale, validate_args=validate_args)
 
     def expand(self, batch_shape, _instance=None):
@@ -71,6 +73,4 @@ class Normal(torch.distributions.Normal):
         with torch.no_grad():
             standard = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
             z = self.loc.expand(shape) + self.scale.expand(shape) * standard
-        return attach_gradients(
-            z, [self.loc, self.scale], [torch.ones_like(standard), standard]
-        )
+        return attach_gradients(z, [self.loc, self.scale], [torch.ones_like(standard), standard])

@@ -3,7 +3,8 @@
 For ``x ~ Beta(a, b)`` with CDF ``I_x(a, b)`` (regularized incomplete beta function),
 ``dx/da = -(∂I/∂a) / p(x)`` and ``dx/db = -(∂I/∂b) / p(x)``, where
 
-    ∂I/∂a = ∫_0^x (log t - ψ(a) + ψ(a+b)) f(t) dt,   ∂I/∂b = ∫_0^x (log(1-t) - ψ(b) + ψ(a+b)) f(t) dt.
+    ∂I/∂a = ∫_0^x (log t - ψ(a) + ψ(a+b)) f(t) dt,
+    ∂I/∂b = ∫_0^x (log(1-t) - ψ(b) + ψ(a+b)) f(t) dt.
 
 With ``t = x e^(-s)`` the ratio to ``p(x)`` is ``x ∫_0^∞ g(s) exp(φ(s)) ds`` where
 ``φ(s) = -a s + (b-1) L(s)``, ``L(s) = log((1 - x e^(-s)) / (1 - x))``, ``B(a, b)`` cancelling.
@@ -95,7 +96,7 @@ def _lower_integrals(
     m1 = torch.zeros_like(x)
     m_log = torch.zeros_like(x)
     inplace = not traced(x)
-    for node, weight in zip(nodes, weights):
+    for node, weight in zip(nodes, weights, strict=True):
         w = width * node
         if inplace:  # the same arithmetic as the else branch, without temporaries
             s = torch.expm1(w).mul_(delta)
@@ -173,8 +174,12 @@ def _digamma_step(base: Tensor, step: Tensor) -> Tensor:
 def _digamma_series(base: Tensor, h: Tensor) -> Tensor:
     return h * (
         torch.polygamma(1, base)
-        + h / 2 * (torch.polygamma(2, base) + h / 3 * (torch.polygamma(3, base)
-        + h / 4 * torch.polygamma(4, base)))
+        + h
+        / 2
+        * (
+            torch.polygamma(2, base)
+            + h / 3 * (torch.polygamma(3, base) + h / 4 * torch.polygamma(4, base))
+        )
     )
 
 

@@ -63,7 +63,7 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     panel = end.clamp(max=cutoff)
     moment0 = torch.zeros_like(x)
     moment1 = torch.zeros_like(x)
-    for node, weight in zip(nodes, weights):
+    for node, weight in zip(nodes, weights, strict=True):
         s = panel * node
         if inplace:  # the same arithmetic as the else branch, without temporaries
             term = (s * sign).expm1_().mul_(x)
@@ -87,7 +87,7 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
 
 
 def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
-    """``dx/da = -(∂P(a, x)/∂a) / p(x)`` for ``x ~ Gamma(a, 1)``; zero where ``x`` underflowed to 0."""
+    """``dx/da = -(∂P(a, x)/∂a) / p(x)`` for ``x ~ Gamma(a, 1)``; 0 where ``x`` underflowed."""
     tiny = torch.finfo(sample.dtype).tiny
     log_grad = standard_gamma_log_grad(concentration, sample.clamp_min(tiny).log())
     return torch.where(sample > 0, sample * log_grad, torch.zeros_like(log_grad))
