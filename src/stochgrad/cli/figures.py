@@ -104,7 +104,7 @@ def _embeddings(plt, firsts, path: Path) -> Path:
     figure, axes = plt.subplots(rows, columns, figsize=(3.2 * columns, 3.0 * rows), squeeze=False)
     for axis in axes.flat[count:]:
         axis.set_visible(False)
-    for axis, (label, result) in zip(axes.flat, firsts.items()):
+    for axis, (label, result) in zip(axes.flat, firsts.items(), strict=False):
         vae, dataset = result["model"], result["dataset"]
         device = next(vae.parameters()).device
         points = vae.family.embedding(vae.posterior(dataset.test_images.to(device))).cpu()

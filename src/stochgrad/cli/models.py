@@ -149,15 +149,21 @@ FAMILIES: dict[str, LatentFamily] = {
         LatentFamily("vonmises", False, _CONTINUOUS_ESTIMATORS, 10, 2),
         LatentFamily("mixture", False, _CONTINUOUS_ESTIMATORS, 10, 3 * _MIXTURE_COMPONENTS),
         LatentFamily("bernoulli", True, _DISCRETE_ESTIMATORS, 200, 1),
-        LatentFamily("categorical", True, tuple(e for e in _DISCRETE_ESTIMATORS if e != "disarm"),
-                     20, CATEGORIES),
+        LatentFamily(
+            "categorical",
+            True,
+            # DisARM, REBAR and RELAX of stochgrad.estimators are for binary latents.
+            tuple(e for e in _DISCRETE_ESTIMATORS if e not in ("disarm", "rebar", "relax")),
+            20,
+            CATEGORIES,
+        ),
     )
 }
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
     layers: list[nn.Module] = []
-    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:], strict=True)):
         layers.append(nn.Linear(fan_in, fan_out))
         if index < len(sizes) - 2:
             layers.append(nn.ReLU())
@@ -211,6 +217,7 @@ class VAE(nn.Module):
 def kl_term(q: td.Distribution, p: td.Distribution, z: Tensor) -> Tensor:
     """KL(q || p) in closed form when torch knows it, else the one-sample log q(z) - log p(z)."""
     try:
-        return td.kl_divergence(q, p)
+        # torch's Bernoulli KL does not broadcast, so give the prior the batch shape of q.
+        return td.kl_divergence(q, p.expand(q.batch_shape))
     except NotImplementedError:
         return q.log_prob(z) - p.log_prob(z)

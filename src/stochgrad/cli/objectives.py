@@ -7,20 +7,18 @@ objective being maximised (the ELBO, or the K-sample bound for VIMCO and RWS), f
 - pathwise (``reparam``, ``implicit``, ``gumbel``, ``st``, ``igr``): ELBO with z = rsample(),
   closed-form KL where torch has it; for relaxations the decoder sees the relaxed sample and the
   KL is the one of the discrete distributions (Jang et al., 2017).
-- score function (``reinforce``: running-mean baseline, Williams 1992; ``nvil``: running mean,
-  variance normalisation and an input-dependent baseline network, Mnih & Gregor 2014).
+- score function (``reinforce``: moving-average baseline, Williams 1992; ``nvil``: running
+  mean, variance normalisation and an input-dependent baseline network, Mnih & Gregor 2014;
+  ``disarm``: antithetic pairs, Dong et al. 2020), all from :mod:`stochgrad.estimators`.
 - ``vimco`` (Mnih & Rezende, 2016) and ``rws`` (Bornschein & Bengio, 2015) with K samples.
 
-Running statistics are averaged over all processes under DDP, so every rank holds the same
-baseline state.
+The estimators average their running statistics over all processes under DDP, so every rank
+holds the same baseline state.
 """
 
 from __future__ import annotations
 
-import math
-
 import torch
-import torch.distributed as dist
 from torch import Tensor, nn
 from torch import distributions as td
 
@@ -40,29 +38,18 @@ ESTIMATOR_KINDS = {
     "relax": "library",
     "disarm": "library",
 }
-_LIBRARY_ESTIMATORS = {"rebar": "REBAR", "relax": "RELAX", "disarm": "DisARM", "igr": "IGR"}
+# IGR needs a (K-1)-dimensional Gaussian encoder head, which the command line does not build yet.
+_NOT_WIRED = ("igr",)
+_LIBRARY_NAMES = {"disarm": "disarm", "rebar": "REBAR", "relax": "RELAX"}
 
 
 def estimator_available(name: str) -> bool:
-    """Whether this build can run estimator ``name`` (library-only ones need their module)."""
-    if name == "igr":
-        return _library.relaxed_class("igr") is not None
-    if ESTIMATOR_KINDS[name] == "library":
-        return _library.available("stochgrad.estimators", _LIBRARY_ESTIMATORS[name])
+    """Whether the command line can train with estimator ``name``."""
+    if name in _NOT_WIRED:
+        return False
+    if name in _LIBRARY_NAMES:
+        return _library.available("stochgrad.estimators", _LIBRARY_NAMES[name])
     return True
-
-
-def _all_mean(value: Tensor) -> Tensor:
-    """Mean of ``value`` over all DDP processes (identity when not distributed)."""
-    if dist.is_available() and dist.is_initialized():
-        value = value.clone()
-        dist.all_reduce(value)
-        value /= dist.get_world_size()
-    return value
-
-
-def _log_mean_exp(log_weights: Tensor, dim: int = 0) -> Tensor:
-    return torch.logsumexp(log_weights, dim) - math.log(log_weights.shape[dim])
 
 
 class PathwiseELBO(nn.Module):
@@ -78,8 +65,6 @@ class PathwiseELBO(nn.Module):
             return q.rsample()
         logits = q.base_dist.logits
         temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
-        if self.estimator == "igr":
-            return _library.relaxed_class("igr")(temperature, logits=logits).rsample()
         relaxation = "binary_concrete" if vae.family.name == "bernoulli" else "gumbel_softmax"
         soft = _library.relaxed_class(relaxation)(temperature, logits=logits).rsample()
         if self.estimator == "gumbel":
@@ -100,54 +85,82 @@ class PathwiseELBO(nn.Module):
 
 
 class ScoreFunctionELBO(nn.Module):
-    """REINFORCE / NVIL: E[(log p(x|z) - b) grad log q(z|x)] + closed-form grad of -KL."""
+    """REINFORCE / NVIL on log p(x|z) plus the closed-form gradient of -KL(q(z|x) || p(z)).
 
-    def __init__(self, num_pixels: int, input_baseline: bool, decay: float = 0.9):
+    The control variates are :mod:`stochgrad.estimators`' (``MovingAverageBaseline`` for
+    ``reinforce``, ``NVILBaseline`` with a 784-100-1 baseline network for ``nvil``); they keep
+    their running statistics identical across DDP ranks.
+    """
+
+    def __init__(self, estimator: str, num_pixels: int):
         super().__init__()
-        self.decay = decay
-        self.normalise = input_baseline
-        self.register_buffer("running_mean", torch.zeros(()))
-        self.register_buffer("running_var", torch.ones(()))
-        self.register_buffer("initialised", torch.zeros((), dtype=torch.bool))
-        self.baseline = (
-            nn.Sequential(nn.Linear(num_pixels, 100), nn.Tanh(), nn.Linear(100, 1))
-            if input_baseline
-            else None
-        )
+        from stochgrad import estimators
 
-    @torch.no_grad()
-    def _update(self, signal: Tensor) -> None:
-        batch_mean = _all_mean(signal.mean())
-        batch_var = _all_mean(((signal - batch_mean) ** 2).mean())
-        if not self.initialised:
-            self.running_mean.copy_(batch_mean)
-            self.running_var.copy_(batch_var)
-            self.initialised.fill_(True)
+        if estimator == "nvil":
+            net = nn.Sequential(nn.Linear(num_pixels, 100), nn.Tanh(), nn.Linear(100, 1))
+            self.estimator = estimators.NVILBaseline(net)
         else:
-            self.running_mean.lerp_(batch_mean, 1 - self.decay)
-            self.running_var.lerp_(batch_var, 1 - self.decay)
+            self.estimator = estimators.MovingAverageBaseline()
 
     def forward(self, vae: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
         q = vae.posterior(x)
         z = q.sample()
-        log_likelihood = vae.log_likelihood(x, z)
+        cost = -vae.log_likelihood(x, z)
         kl = kl_term(q, vae.prior(x), z)
-        signal = log_likelihood.detach()
-        self._update(signal)
-        centred = signal - self.running_mean
-        baseline_loss = torch.zeros((), dtype=x.dtype, device=x.device)
-        if self.baseline is not None:
-            predicted = self.baseline(x).squeeze(-1)
-            baseline_loss = ((centred - predicted) ** 2).mean()
-            centred = centred - predicted.detach()
-            centred = centred / self.running_var.sqrt().clamp(min=1.0)
-        surrogate = log_likelihood + centred * q.log_prob(z) - kl
-        elbo = (log_likelihood - kl).detach()
-        return -surrogate.mean() + baseline_loss, elbo
+        surrogate = self.estimator(cost, q.log_prob(z), context=x) + kl
+        return surrogate.mean(), -(cost + kl).detach()
+
+
+class DisARMELBO(nn.Module):
+    """DisARM (Dong, Mnih & Tucker, 2020) on log p(x|b) plus the closed-form gradient of -KL."""
+
+    def forward(self, vae: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
+        from stochgrad.estimators import disarm
+
+        q = vae.posterior(x)
+        logits = q.base_dist.logits
+        surrogate = disarm(lambda b: -vae.log_likelihood(x, b), logits)
+        kl = kl_term(q, vae.prior(x), q.sample())
+        return (surrogate + kl).mean(), -(surrogate + kl).detach()
+
+
+class RelaxELBO(nn.Module):
+    """REBAR (Tucker et al., 2017) or RELAX (Grathwohl et al., 2018) on log p(x|b), exact -KL.
+
+    These estimators tune their control variate by minimising the variance of the encoder
+    gradient, so they take over the backward pass: :meth:`backward` backpropagates the loss into
+    the decoder, then lets the estimator write its gradient into the encoder and step its own
+    parameters.
+    """
+
+    def __init__(self, estimator: str, dim: int):
+        super().__init__()
+        from stochgrad import estimators
+
+        if estimator == "rebar":
+            self.estimator = estimators.REBAR()
+        else:
+            control = nn.Sequential(nn.Linear(dim, 100), nn.Tanh(), nn.Linear(100, 1))
+            self.estimator = estimators.RELAX(control)
+
+    def forward(self, vae: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
+        q = vae.posterior(x)
+        surrogate = self.estimator(lambda b: -vae.log_likelihood(x, b), q.base_dist.logits)
+        kl = kl_term(q, vae.prior(x), q.sample())
+        return (surrogate + kl).mean(), -(surrogate + kl).detach()
+
+    def backward(self, loss: Tensor, vae: VAE) -> None:
+        # Decoder first: the estimator's step updates its own parameters in place.
+        loss.backward(inputs=list(vae.decoder.parameters()), retain_graph=True)
+        self.estimator.step(loss, list(vae.encoder.parameters()))
 
 
 class MultiSampleObjective(nn.Module):
-    """VIMCO or reweighted wake-sleep with ``num_samples`` samples per example."""
+    """VIMCO or reweighted wake-sleep with ``num_samples`` samples per example.
+
+    The losses are :mod:`stochgrad.vae.functional`'s ``vimco_loss`` and
+    ``pwake_loss + qwake_loss``, on log-weights of shape (batch, K).
+    """
 
     def __init__(self, estimator: str, num_samples: int):
         super().__init__()
@@ -157,39 +170,35 @@ class MultiSampleObjective(nn.Module):
         self.num_samples = num_samples
 
     def forward(self, vae: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
+        from stochgrad.vae import functional
+
         q = vae.posterior(x)
         z = q.sample((self.num_samples,))
-        log_q = q.log_prob(z)
-        log_joint = vae.log_likelihood(x, z) + vae.prior(x).log_prob(z)
+        log_q = q.log_prob(z).T
+        log_p = (vae.log_likelihood(x, z) + vae.prior(x).log_prob(z)).T
         if self.estimator == "rws":
-            bound = _log_mean_exp(log_joint - log_q.detach())
-            weights = torch.softmax((log_joint - log_q).detach(), dim=0)
-            wake_q = (weights * log_q).sum(0)
-            return -(bound + wake_q).mean(), bound.detach()
-        log_weights = log_joint - log_q
-        bound = _log_mean_exp(log_weights)
-        signals = (bound.unsqueeze(0) - self._leave_one_out(log_weights.detach())).detach()
-        surrogate = bound + (signals * log_q).sum(0)
-        return -surrogate.mean(), bound.detach()
-
-    @staticmethod
-    def _leave_one_out(log_weights: Tensor) -> Tensor:
-        """VIMCO's L_{-k}: log_weights[k] replaced by the mean of the others, then log-mean-exp."""
-        k = log_weights.shape[0]
-        others_mean = (log_weights.sum(0, keepdim=True) - log_weights) / (k - 1)
-        expanded = log_weights.unsqueeze(0).expand(k, *log_weights.shape).clone()
-        index = torch.arange(k, device=log_weights.device)
-        expanded[index, index] = others_mean
-        return _log_mean_exp(expanded, dim=1)
+            loss = functional.pwake_loss(log_q, log_p) + functional.qwake_loss(log_q, log_p)
+        else:
+            loss = functional.vimco_loss(log_q, log_p)
+        return loss, functional.iwae_bound(log_q, log_p).detach()
 
 
-def make_objective(estimator: str, num_pixels: int, samples: int, temperature: float) -> nn.Module:
-    """The objective module of ``estimator`` (baseline networks live inside it)."""
+def make_objective(
+    estimator: str, num_pixels: int, samples: int, temperature: float, dim: int = 200
+) -> nn.Module:
+    """The objective module of ``estimator`` (baseline networks live inside it).
+
+    Objectives with a ``backward(loss, vae)`` method run their own backward pass.
+    """
     kind = ESTIMATOR_KINDS[estimator]
     if kind == "pathwise":
         return PathwiseELBO(estimator, temperature)
     if kind == "score":
-        return ScoreFunctionELBO(num_pixels, input_baseline=estimator == "nvil")
+        return ScoreFunctionELBO(estimator, num_pixels)
     if kind == "multi":
         return MultiSampleObjective(estimator, samples)
-    raise ValueError(f"estimator {estimator!r} needs stochgrad.estimators, not available yet")
+    if estimator == "disarm":
+        return DisARMELBO()
+    if estimator in ("rebar", "relax"):
+        return RelaxELBO(estimator, dim)
+    raise ValueError(f"estimator {estimator!r} is not wired into the command line yet")

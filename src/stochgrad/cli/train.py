@@ -179,7 +179,9 @@ def _gather(obj: Any, world_size: int) -> list[Any]:
 
 def _evaluate(vae: VAE, images: Tensor, device: torch.device, fn: Callable, *args) -> float:
     """Run ``fn`` under a fixed seed without touching the training RNG streams."""
-    devices = [device] if device.type == "cuda" else []
+    devices = []
+    if device.type == "cuda":
+        devices = [device.index if device.index is not None else torch.cuda.current_device()]
     was_training = vae.training
     vae.eval()
     with torch.random.fork_rng(devices=devices, device_type=device.type):
@@ -224,15 +226,19 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     torch.manual_seed(config.seed)  # the same initial weights on every rank
     vae = VAE(family, config.dim, dataset.num_pixels, config.estimator)
     objective = make_objective(
-        config.estimator, dataset.num_pixels, config.samples, config.temperature
+        config.estimator, dataset.num_pixels, config.samples, config.temperature, config.dim
     )
+    custom_backward = getattr(objective, "backward", None)
+    if custom_backward is not None and world_size > 1:
+        raise UsageError(f"--estimator {config.estimator} does not support torchrun (DDP) yet")
     step = _Step(vae, objective).to(device)
     model: nn.Module = step
     if world_size > 1:
         model = nn.parallel.DistributedDataParallel(
             step,
             device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # the objectives average their own statistics
+            # The estimators average their own statistics; only the initial buffers are synced.
+            forward_sync_buffers=False,
         )
     optimizer = torch.optim.Adam(step.parameters(), lr=config.lr)
     data_generator = torch.Generator().manual_seed(config.seed)
@@ -247,6 +253,8 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         _check_resumable(state, config, world_size)
         step.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        for name, inner in _inner_optimizers(step).items():
+            inner.load_state_dict(state["inner_optimizers"][name])
         data_generator.set_state(state["rng"]["data"])
         _set_rng_state(state["rng"]["ranks"][rank], device)
         history = state["history"]
@@ -273,7 +281,10 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
                     f"the loss became {loss.item()} in epoch {epoch}; try a smaller --lr"
                 )
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            if custom_backward is None:
+                loss.backward()
+            else:
+                custom_backward(loss, vae)
             optimizer.step()
             total += torch.tensor([bound.sum().item(), bound.numel()], dtype=torch.float64)
         if world_size > 1:
@@ -317,6 +328,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             f"{result['seconds_per_epoch']:.2f} s/epoch"
         )
     result["model"] = vae
+    result["objective"] = objective
     result["dataset"] = dataset
     return result
 
@@ -327,7 +339,12 @@ def _progress(batches, config: TrainConfig, rank: int, epoch: int):
     from tqdm.auto import tqdm
 
     # disable=None lets tqdm hide the bar when stderr is not a terminal.
-    return tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=None if config.progress is None else False)
+    return tqdm(
+        batches,
+        desc=f"epoch {epoch}",
+        leave=False,
+        disable=None if config.progress is None else False,
+    )
 
 
 def _public(config: TrainConfig) -> dict[str, Any]:
@@ -347,11 +364,23 @@ def _save(path, step, optimizer, data_generator, history, config, rank, world_si
             "world_size": world_size,
             "model": step.state_dict(),
             "optimizer": optimizer.state_dict(),
+            "inner_optimizers": {
+                name: inner.state_dict() for name, inner in _inner_optimizers(step).items()
+            },
             "rng": {"data": data_generator.get_state(), "ranks": rng},
         }
         save_atomic(state, path)
     if world_size > 1:
         dist.barrier()
+
+
+def _inner_optimizers(module: nn.Module) -> dict[str, torch.optim.Optimizer]:
+    """Optimizers owned by submodules (REBAR/RELAX tune their control variate with one)."""
+    return {
+        name: sub.optimizer
+        for name, sub in module.named_modules()
+        if isinstance(getattr(sub, "optimizer", None), torch.optim.Optimizer)
+    }
 
 
 def _check_resumable(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:
