@@ -38,20 +38,42 @@ def test_log_mean_exp_matches_naive_formula(dtype):
     )
 
 
-@pytest.mark.parametrize("offset", [-1000.0, 1000.0])
+def _log_mean_exp_gradient_error(log_mean_exp, dtype, offset):
+    """Max relative error of the gradient of ``log_mean_exp`` at log-values near ``offset``
+    against softmax of the inputs (as represented in ``dtype``) computed in float64."""
+    value = (torch.tensor([[0.0, math.log(3.0), -2.0]], dtype=dtype) + offset).requires_grad_()
+    (grad,) = torch.autograd.grad(log_mean_exp(value).sum(), value)
+    expected = torch.softmax(value.detach().double(), dim=1)
+    return ((grad.double() - expected) / expected).abs().max().item()
+
+
+@pytest.mark.parametrize("offset", [-1e4, -1000.0, 1000.0, 1e4])
 def test_log_mean_exp_is_stable_for_extreme_values(dtype, offset):
-    value = (torch.tensor([[0.0, math.log(3.0)]], dtype=dtype) + offset).requires_grad_()
+    value = torch.tensor([[0.0, math.log(3.0), -2.0]], dtype=dtype) + offset
     result = F.log_mean_exp(value, dim=1)
-    # Expected values from the inputs as represented in this dtype, computed in float64 by hand.
-    gap = (value[0, 1] - value[0, 0]).item()
-    expected = offset + math.log((1 + math.exp(gap)) / 2)
-    torch.testing.assert_close(result, torch.tensor([expected], dtype=dtype))
-    (grad,) = torch.autograd.grad(result.sum(), value)
-    weight = 1 / (1 + math.exp(-gap))
-    # exp(value - logsumexp) inherits the rounding of logsumexp ≈ offset: a few ulps of |offset|.
-    rtol = 4 * torch.finfo(dtype).eps * abs(offset)
-    expected_grad = torch.tensor([[1 - weight, weight]], dtype=dtype)
-    torch.testing.assert_close(grad, expected_grad, rtol=rtol, atol=0)
+    # Expected value from the inputs as represented in this dtype, computed in float64 by hand.
+    gaps = (value[0] - value[0, 0]).double()
+    expected = value[0, 0].double() + torch.log(gaps.exp().mean())
+    assert torch.isfinite(result).all()
+    torch.testing.assert_close(result, expected.reshape(1).to(dtype))
+    # The weights (gradient) are exact to a few ulps, whatever the offset.
+    assert _log_mean_exp_gradient_error(F.log_mean_exp, dtype, offset) < 8 * torch.finfo(dtype).eps
+
+
+def test_gradient_precision_check_fails_on_logsumexp_backward():
+    """Twin: logsumexp's backward exp(value - result) carries the rounding of result ≈ 1e4."""
+
+    def naive(value):
+        return torch.logsumexp(value, dim=1) - math.log(value.shape[1])
+
+    assert (
+        _log_mean_exp_gradient_error(naive, torch.float32, 1e4) > 8 * torch.finfo(torch.float32).eps
+    )
+
+
+def test_log_mean_exp_of_all_minus_infinity_is_minus_infinity():
+    value = torch.full((2, 3), -math.inf)
+    assert (F.log_mean_exp(value, dim=1) == -math.inf).all()
 
 
 def test_leave_one_out_matches_loop():

@@ -206,9 +206,44 @@ def test_invalid_sample_counts(loss_cls, n_samples, message):
         loss_cls(*models("normal"), n_samples=n_samples)
 
 
-def test_reparameterized_loss_rejects_discrete_latents():
-    with pytest.raises(NotImplementedError, match="no reparameterized sampler"):
-        vae.IWAE(*models("bernoulli"))(data_of())
+REPARAMETERIZED = [vae.ELBO, vae.IWAE, vae.DReG]
+
+
+@pytest.mark.parametrize("loss_cls", REPARAMETERIZED, ids=lambda c: c.__name__)
+def test_reparameterized_loss_rejects_discrete_latents(loss_cls):
+    with pytest.raises(ValueError, match=f"{loss_cls.__name__} needs reparameterizable latents"):
+        loss_cls(*models("bernoulli"))(data_of())
+
+
+class DetachedRsample(DistributionInferenceNetwork):
+    """Wrong on purpose: rsample cuts the samples from the encoder's graph."""
+
+    def rsample(self, n_samples=1):
+        return super().rsample(n_samples).detach()
+
+
+@pytest.mark.parametrize("loss_cls", REPARAMETERIZED, ids=lambda c: c.__name__)
+def test_reparameterized_loss_rejects_latents_without_gradient(loss_cls):
+    inf_net, gen_model = models("normal")
+    inf_net = DetachedRsample(inf_net.heads[0])
+    with pytest.raises(ValueError, match="returned latents that do not require grad"):
+        loss_cls(inf_net, gen_model)(data_of())
+    with torch.no_grad():  # evaluation without gradients is fine
+        loss_cls(inf_net, gen_model)(data_of())
+
+
+class NoDetachParams(DistributionInferenceNetwork):
+    """An inference network whose log_prob lacks the ``detach_params`` keyword."""
+
+    def log_prob(self, latents):
+        return super().log_prob(latents)
+
+
+def test_dreg_names_the_missing_detach_params():
+    inf_net, gen_model = models("normal")
+    with pytest.raises(TypeError, match="DReG needs inf_net.log_prob\\(latents, detach_params"):
+        vae.DReG(NoDetachParams(inf_net.heads[0]), gen_model)(data_of())
+    vae.IWAE(NoDetachParams(inf_net.heads[0]), gen_model)(data_of())
 
 
 def test_elbo_kl_modes():
@@ -238,19 +273,33 @@ def test_elbo_kl_modes():
 
 
 def _elbo_z_score(offset):
-    """z-score of the Monte Carlo ELBO (10000 samples per point) against the analytic-KL ELBO
-    shifted by ``offset``; their expectations are equal."""
+    """The analytic-KL and Monte Carlo ELBO objects on the same 10000 samples per data point
+    differ by the mean of d = log q(z | x) − log p(z) − KL(q ‖ p(z)), whose expectation is zero;
+    z-score of (difference − ``offset``) with the standard error of that mean, d by hand."""
     inf_net, gen_model = models("normal")
-    data = data_of()
-    torch.manual_seed(0)
+    data, n_samples = data_of(), 10_000
     with torch.no_grad():
-        analytic = vae.ELBO(inf_net, gen_model, n_samples=10_000)
-        analytic_value = analytic(data).item()
-        latents = inf_net(data).rsample(10_000)
-        log_w = gen_model(data, latents).log_prob(data, latents) - inf_net.log_prob(latents)
-    monte_carlo = -log_w.mean(1).mean()
-    standard_error = (log_w.var(1) / 10_000).sum().sqrt() / BATCH
-    return ((monte_carlo - analytic_value - offset) / standard_error).item()
+        values = {}
+        for analytic_kl in (True, False):
+            torch.manual_seed(0)
+            loss_obj = vae.ELBO(inf_net, gen_model, n_samples, analytic_kl=analytic_kl)
+            values[analytic_kl] = loss_obj(data).item()
+            assert loss_obj.uses_analytic_kl_ is analytic_kl
+        torch.manual_seed(0)
+        latents = inf_net(data).rsample(n_samples)
+        params, prior = inf_net.params_[0], gen_model.priors[0]
+        loc, scale = params["loc"].unsqueeze(1), params["scale"].unsqueeze(1)
+        log_q = Normal(loc, scale).log_prob(latents).sum(-1)
+        log_prior = Normal(prior.loc, prior.scale).log_prob(latents).sum(-1)
+        kl = (
+            torch.log(prior.scale / scale)
+            + (scale**2 + (loc - prior.loc) ** 2) / (2 * prior.scale**2)
+            - 0.5
+        ).sum(-1)
+        d = log_q - log_prior - kl
+    standard_error = (d.var(1) / n_samples).sum().sqrt() / BATCH
+    torch.testing.assert_close(values[False] - values[True], d.mean().item())
+    return ((values[False] - values[True] - offset) / standard_error).item()
 
 
 def test_analytic_and_monte_carlo_elbo_agree():

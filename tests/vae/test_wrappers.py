@@ -359,3 +359,19 @@ def test_prior_learnable_parameters_and_buffers_follow_dtype():
     assert {n for n, _ in learnable.named_parameters()} == {"loc", "scale"}
     torch.testing.assert_close(learnable().scale, softplus(torch.ones(3)))
     assert fixed.double()().loc.dtype == torch.float64
+
+
+def test_prior_keeps_the_dtype_of_tensor_parameters():
+    prior = Prior(Normal, learnable=True, loc=torch.zeros(3, dtype=torch.float64), scale=1.0)
+    assert prior.loc.dtype == torch.float64
+    assert prior.scale.dtype == torch.get_default_dtype()
+
+
+def test_log_prob_recomputes_the_decoder_for_other_latents():
+    """log p(x, z) at latents other than the last forward pass's must not reuse its decoder."""
+    inf_net, gen_model = models_for(EXAMPLES[0])
+    data = data_of()
+    first, second = inf_net(data).sample(N_SAMPLES), inf_net.sample(N_SAMPLES)
+    after_other_forward = gen_model(data, first).log_prob(data, second)
+    torch.testing.assert_close(after_other_forward, gen_model(data, second).log_prob(data, second))
+    assert not torch.allclose(after_other_forward, gen_model.log_prob(data, first))

@@ -16,8 +16,6 @@ or ``"none"`` for the per-datapoint losses of shape ``(batch_size,)``).
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
@@ -43,7 +41,12 @@ _REDUCTIONS = ("mean", "sum", "none")
 
 
 def log_mean_exp(value: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
-    """log(1/n Σ_i exp(value_i)) along ``dim``, computed stably with ``logsumexp``.
+    """log(1/n Σ_i exp(value_i)) along ``dim``, computed stably as
+    m + log(1/n Σ_i exp(value_i − m)) with m = max_i value_i.
+
+    Its gradient is softmax(value) to working precision at any offset (the backward of
+    ``logsumexp``, exp(value − result), inherits the rounding of a large result: a relative error
+    of 4e-4 at |value| = 1e4 in float32).
 
     Args:
         value: tensor of log-values.
@@ -55,7 +58,11 @@ def log_mean_exp(value: Tensor, dim: int = -1, keepdim: bool = False) -> Tensor:
         >>> log_mean_exp(torch.tensor([[1000.0, 1000.0]]), dim=1)
         tensor([1000.])
     """
-    return torch.logsumexp(value, dim=dim, keepdim=keepdim) - math.log(value.shape[dim])
+    shift = value.detach().amax(dim=dim, keepdim=True)
+    # Rows of -inf (or +inf) would give inf - inf = nan; shift them by 0 instead.
+    shift = torch.where(torch.isfinite(shift), shift, torch.zeros_like(shift))
+    result = shift + torch.log(torch.exp(value - shift).mean(dim=dim, keepdim=True))
+    return result if keepdim else result.squeeze(dim)
 
 
 def leave_one_out_log_mean_exp(log_w: Tensor) -> Tensor:
@@ -90,7 +97,7 @@ def self_normalized_weights(log_q: Tensor, log_p: Tensor) -> Tensor:
 
     Example::
 
-        >>> self_normalized_weights(torch.zeros(1, 2), torch.tensor([[0.0, math.log(3.0)]]))
+        >>> self_normalized_weights(torch.zeros(1, 2), torch.tensor([[1.0, 3.0]]).log())
         tensor([[0.2500, 0.7500]])
     """
     _check_shapes(log_q, log_p)
@@ -162,7 +169,7 @@ def iwae_loss(log_q: Tensor, log_p: Tensor, reduction: str = "mean") -> Tensor:
 
     Example::
 
-        >>> iwae_loss(torch.zeros(1, 2), torch.tensor([[0.0, math.log(3.0)]]))
+        >>> iwae_loss(torch.zeros(1, 2), torch.tensor([[1.0, 3.0]]).log())
         tensor(-0.6931)
     """
     return _reduce(-iwae_bound(log_q, log_p), reduction)
@@ -184,7 +191,7 @@ def dreg_loss(log_q: Tensor, log_p: Tensor, reduction: str = "mean") -> Tensor:
 
     Example::
 
-        >>> dreg_loss(torch.zeros(1, 2), torch.tensor([[0.0, math.log(3.0)]]))
+        >>> dreg_loss(torch.zeros(1, 2), torch.tensor([[1.0, 3.0]]).log())
         tensor(-0.6931)
     """
     bound = iwae_bound(log_q, log_p)
@@ -207,7 +214,7 @@ def vimco_loss(log_q: Tensor, log_p: Tensor, reduction: str = "mean") -> Tensor:
 
     Example::
 
-        >>> vimco_loss(torch.zeros(1, 2), torch.tensor([[0.0, math.log(3.0)]]))
+        >>> vimco_loss(torch.zeros(1, 2), torch.tensor([[1.0, 3.0]]).log())
         tensor(-0.6931)
     """
     bound = iwae_bound(log_q, log_p)
@@ -267,7 +274,7 @@ def pwake_loss(log_q: Tensor, log_p: Tensor, reduction: str = "mean") -> Tensor:
 
     Example::
 
-        >>> pwake_loss(torch.zeros(1, 2), torch.tensor([[0.0, math.log(3.0)]]))
+        >>> pwake_loss(torch.zeros(1, 2), torch.tensor([[1.0, 3.0]]).log())
         tensor(-0.6931)
     """
     return iwae_loss(log_q.detach(), log_p, reduction)

@@ -20,7 +20,12 @@ from torch.distributions import kl_divergence
 
 from stochgrad.estimators import Reinforce, ScoreFunctionEstimator, gradient_only
 from stochgrad.vae import functional as F
-from stochgrad.vae.protocols import GenerativeModelProtocol, InferenceNetworkProtocol, Tensors
+from stochgrad.vae.protocols import (
+    GenerativeModelProtocol,
+    InferenceNetworkProtocol,
+    Tensors,
+    _as_list,
+)
 
 __all__ = [
     "DReG",
@@ -36,7 +41,7 @@ __all__ = [
 
 
 def _batch_size(data: Tensors) -> int:
-    return (data[0] if isinstance(data, (list, tuple)) else data).shape[0]
+    return _as_list(data)[0].shape[0]
 
 
 def _scale_gradient(latents: Tensors, weights: Tensor) -> Tensors:
@@ -50,6 +55,31 @@ def _scale_gradient(latents: Tensors, weights: Tensor) -> Tensors:
     if isinstance(latents, (list, tuple)):
         return [scale(z) for z in latents]
     return scale(latents)
+
+
+def _rsample(loss: VAELoss, inf_net: InferenceNetworkProtocol) -> Tensors:
+    """``inf_net.rsample(loss.n_samples)``, with a ``ValueError`` naming the problem when the
+    latents are not reparameterizable (no sampler, or samples cut from the encoder's graph)."""
+    name = type(loss).__name__
+    try:
+        latents = inf_net.rsample(loss.n_samples)
+    except NotImplementedError as error:
+        raise ValueError(
+            f"{name} needs reparameterizable latents, but inf_net.rsample is not available "
+            f"({error}); for discrete latents use VIMCO, ScoreFunctionELBO or PWake + QWake"
+        ) from error
+    parameters = inf_net.parameters() if isinstance(inf_net, nn.Module) else ()
+    if (
+        torch.is_grad_enabled()
+        and any(p.requires_grad for p in parameters)
+        and not any(z.requires_grad for z in _as_list(latents))
+    ):
+        # Without a path to the encoder the pathwise gradient would silently be missing.
+        raise ValueError(
+            f"{name} needs reparameterized latents, but inf_net.rsample returned latents that "
+            "do not require grad; rsample must keep the graph to the encoder's parameters"
+        )
+    return latents
 
 
 class VAELoss(nn.Module):
@@ -102,6 +132,19 @@ class VAELoss(nn.Module):
 
     def extra_repr(self) -> str:
         return f"n_samples={self.n_samples}, updates={self.updates}"
+
+
+class _MultiSampleLoss(VAELoss):
+    """A :class:`VAELoss` whose bound or weights need several samples: ``n_samples`` defaults
+    to 5."""
+
+    def __init__(
+        self,
+        inf_net: InferenceNetworkProtocol,
+        gen_model: GenerativeModelProtocol,
+        n_samples: int = 5,
+    ) -> None:
+        super().__init__(inf_net, gen_model, n_samples)
 
 
 class ELBO(VAELoss):
@@ -166,7 +209,7 @@ class ELBO(VAELoss):
 
     def forward(self, data: Tensors) -> Tensor:
         inf_net = self.inf_net(data)
-        latents = inf_net.rsample(self.n_samples)
+        latents = _rsample(self, inf_net)
         log_q = inf_net.log_prob(latents)
         gen_model = self.gen_model(data, latents)
         log_p = gen_model.log_prob(data, latents)
@@ -180,7 +223,7 @@ class ELBO(VAELoss):
         return self._record(loss, log_q, log_p)
 
 
-class IWAE(VAELoss):
+class IWAE(_MultiSampleLoss):
     """Negative importance-weighted bound −log(1/K Σ_k p(x, z_k)/q(z_k | x)) with
     reparameterized samples (Burda et al., 2016).
 
@@ -204,23 +247,15 @@ class IWAE(VAELoss):
         >>> loss_fn(torch.bernoulli(torch.full((8, 6), 0.5))).backward()
     """
 
-    def __init__(
-        self,
-        inf_net: InferenceNetworkProtocol,
-        gen_model: GenerativeModelProtocol,
-        n_samples: int = 5,
-    ) -> None:
-        super().__init__(inf_net, gen_model, n_samples)
-
     def forward(self, data: Tensors) -> Tensor:
         inf_net = self.inf_net(data)
-        latents = inf_net.rsample(self.n_samples)
+        latents = _rsample(self, inf_net)
         log_q = inf_net.log_prob(latents)
         log_p = self.gen_model(data, latents).log_prob(data, latents)
         return self._record(F.iwae_loss(log_q, log_p), log_q, log_p)
 
 
-class DReG(VAELoss):
+class DReG(_MultiSampleLoss):
     """IWAE loss with doubly reparameterized gradients (Tucker, Lawson, Gu & Maddison, 2019).
 
     Same value and expected gradient as :class:`IWAE`, lower variance for the inference network:
@@ -248,29 +283,29 @@ class DReG(VAELoss):
         >>> loss_fn(torch.bernoulli(torch.full((8, 6), 0.5))).backward()
     """
 
-    def __init__(
-        self,
-        inf_net: InferenceNetworkProtocol,
-        gen_model: GenerativeModelProtocol,
-        n_samples: int = 5,
-    ) -> None:
-        super().__init__(inf_net, gen_model, n_samples)
-
     def forward(self, data: Tensors) -> Tensor:
         inf_net = self.inf_net(data)
-        latents = inf_net.rsample(self.n_samples)
+        latents = _rsample(self, inf_net)
         with torch.no_grad():
             log_w = self.gen_model(data, latents).log_prob(data, latents) - inf_net.log_prob(
                 latents
             )
         # IWAE sends w̃_k ∂log w_k/∂z_k back through sample k; scaling by w̃_k makes it w̃_k².
         latents = _scale_gradient(latents, torch.softmax(log_w, dim=-1))
-        log_q = inf_net.log_prob(latents, detach_params=True)
+        try:
+            log_q = inf_net.log_prob(latents, detach_params=True)
+        except TypeError as error:
+            if "detach_params" not in str(error):
+                raise
+            raise TypeError(
+                "DReG needs inf_net.log_prob(latents, detach_params=True), log q with the "
+                "distribution parameters stopped (see InferenceNetworkProtocol)"
+            ) from error
         log_p = self.gen_model(data, latents).log_prob(data, latents)
         return self._record(F.iwae_loss(log_q, log_p), log_q, log_p)
 
 
-class VIMCO(VAELoss):
+class VIMCO(_MultiSampleLoss):
     """IWAE loss with VIMCO's leave-one-out score-function gradient (Mnih & Rezende, 2016).
 
     For latents without ``rsample`` (discrete): ∇ = Σ_k w̃_k ∇log w_k + Σ_k (log L̂ − log L̂₋ₖ)
@@ -296,14 +331,6 @@ class VIMCO(VAELoss):
     """
 
     min_samples = 2
-
-    def __init__(
-        self,
-        inf_net: InferenceNetworkProtocol,
-        gen_model: GenerativeModelProtocol,
-        n_samples: int = 5,
-    ) -> None:
-        super().__init__(inf_net, gen_model, n_samples)
 
     def forward(self, data: Tensors) -> Tensor:
         inf_net = self.inf_net(data)
@@ -367,7 +394,7 @@ class ScoreFunctionELBO(VAELoss):
         return self._record(surrogate.mean(), log_q, log_p)
 
 
-class PWake(VAELoss):
+class PWake(_MultiSampleLoss):
     """Reweighted wake-sleep wake-θ loss for the generative model (Bornschein & Bengio, 2015):
     the negative IWAE bound with ∇θ = Σ_k w̃_k ∇θ log p(x, z_k), z_k ~ q(z | x).
 
@@ -393,14 +420,6 @@ class PWake(VAELoss):
 
     updates = ("gen",)
 
-    def __init__(
-        self,
-        inf_net: InferenceNetworkProtocol,
-        gen_model: GenerativeModelProtocol,
-        n_samples: int = 5,
-    ) -> None:
-        super().__init__(inf_net, gen_model, n_samples)
-
     def forward(self, data: Tensors) -> Tensor:
         with torch.no_grad():
             inf_net = self.inf_net(data)
@@ -410,7 +429,7 @@ class PWake(VAELoss):
         return self._record(F.pwake_loss(log_q, log_p), log_q, log_p)
 
 
-class QWake(VAELoss):
+class QWake(_MultiSampleLoss):
     """Reweighted wake-sleep wake-φ loss for the inference network (Bornschein & Bengio, 2015;
     Le et al., 2019): −Σ_k w̃_k log q(z_k | x), z_k ~ q(z | x), an estimate of
     KL(p(z | x) ‖ q(z | x)) up to the posterior entropy.
@@ -435,14 +454,6 @@ class QWake(VAELoss):
     """
 
     updates = ("inf",)
-
-    def __init__(
-        self,
-        inf_net: InferenceNetworkProtocol,
-        gen_model: GenerativeModelProtocol,
-        n_samples: int = 5,
-    ) -> None:
-        super().__init__(inf_net, gen_model, n_samples)
 
     def forward(self, data: Tensors) -> Tensor:
         inf_net = self.inf_net(data)

@@ -19,7 +19,7 @@ distribution parameters.
 from __future__ import annotations
 
 import abc
-from typing import Protocol, runtime_checkable
+from typing import Any, Protocol, runtime_checkable
 
 from torch import Tensor, nn
 from torch.distributions import Distribution
@@ -34,6 +34,11 @@ __all__ = [
 
 Tensors = Tensor | list[Tensor]
 """A tensor or a list of tensors (one per data/latent group)."""
+
+
+def _as_list(value: Any) -> list:
+    """``value`` as a list: a list, tuple or ``nn.ModuleList`` is listed, anything else wrapped."""
+    return list(value) if isinstance(value, (list, tuple, nn.ModuleList)) else [value]
 
 
 @runtime_checkable

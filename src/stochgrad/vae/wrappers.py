@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent
 
-from stochgrad.vae.protocols import GenerativeModel, InferenceNetwork, Tensors
+from stochgrad.vae.protocols import GenerativeModel, InferenceNetwork, Tensors, _as_list
 
 __all__ = [
     "DistributionGenerativeModel",
@@ -26,10 +26,6 @@ __all__ = [
     "DistributionNet",
     "Prior",
 ]
-
-
-def _as_list(value: Any) -> list:
-    return list(value) if isinstance(value, (list, tuple, nn.ModuleList)) else [value]
 
 
 def _add(values: Iterable[Tensor]) -> Tensor:
@@ -136,7 +132,7 @@ class Prior(nn.Module):
         learnable: whether the parameters are trained.
         transforms: callables applied to the stored raw parameters by name, e.g. softplus for
             a learnable scale.
-        **params: the (raw) parameters, as tensors.
+        **params: the (raw) parameters, as tensors (their dtype and device are kept) or numbers.
 
     Example::
 
@@ -160,7 +156,9 @@ class Prior(nn.Module):
         self.transforms = dict(transforms or {})
         self.param_names = tuple(params)
         for name, value in params.items():
-            value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+            # Tensors keep their dtype and device; Python numbers get the default dtype.
+            if not isinstance(value, Tensor):
+                value = torch.as_tensor(value, dtype=torch.get_default_dtype())
             if learnable:
                 self.register_parameter(name, nn.Parameter(value.clone()))
             else:
