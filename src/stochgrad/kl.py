@@ -1,6 +1,7 @@
 """Every KL divergence registration of stochgrad in one place.
 
-Importing :mod:`stochgrad` (or :mod:`stochgrad.kl`) registers them with :func:`torch.distributions.kl.register_kl`.
+Importing :mod:`stochgrad` (or :mod:`stochgrad.kl`) registers them with
+:func:`torch.distributions.kl.register_kl`.
 """
 
 from __future__ import annotations
