@@ -12,6 +12,7 @@ import pytest
 import torch
 
 from stochgrad.cli import checkpoint as checkpoint_module
+from stochgrad.cli import main
 from stochgrad.cli.checkpoint import load_checkpoint
 from stochgrad.cli.evaluate import negative_elbo
 from stochgrad.cli.models import FAMILIES, VAE
@@ -39,6 +40,26 @@ def test_training_lowers_the_test_loss_and_writes_metrics(tmp_path):
     assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 4
 
 
+def test_igr_training_lowers_the_test_loss(tmp_path):
+    config = TrainConfig(latent="categorical", estimator="igr", epochs=4, out=str(tmp_path),
+                         lr=3e-3, **TINY)  # fmt: skip
+    result = train(config, log=lambda line: None)
+    untrained = VAE(FAMILIES["categorical"], 20, 64, "igr")
+    before = negative_elbo(untrained, result["dataset"].binarized_test_images())
+    assert result["test_neg_elbo"] < before - 10.0
+    assert result["test_iwae_ll"] >= -result["test_neg_elbo"] - 1.0
+    saved = load_checkpoint(tmp_path / "checkpoint.pt")["model"]
+    assert saved["vae.temperature"].item() == config.temperature
+
+
+@pytest.mark.parametrize("latent", ["normal", "gamma", "dirichlet", "vonmises"])
+def test_igr_on_a_continuous_latent_is_one_line_error(latent, capsys):
+    assert main(["train", "--latent", latent, "--estimator", "igr"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err
+    assert f"--latent {latent} cannot be trained with --estimator igr" in err
+
+
 def test_one_log_line_per_epoch(tmp_path):
     lines = []
     train(TrainConfig(latent="gamma", epochs=3, out=str(tmp_path), **TINY), log=lines.append)
@@ -46,9 +67,11 @@ def test_one_log_line_per_epoch(tmp_path):
     assert len(epoch_lines) == 3 and "test -ELBO" in epoch_lines[0]
 
 
-# nvil keeps running statistics, relax its own optimizer for the control variate.
+# nvil keeps running statistics, relax its own optimizer for the control variate, igr its
+# temperature as a buffer.
 @pytest.mark.parametrize(("latent", "estimator"), [("normal", None), ("bernoulli", "nvil"),
-                                                   ("bernoulli", "relax")])  # fmt: skip
+                                                   ("bernoulli", "relax"),
+                                                   ("categorical", "igr")])  # fmt: skip
 def test_resume_continues_exactly(tmp_path, latent, estimator):
     base = TrainConfig(latent=latent, estimator=estimator, dim=20, epochs=4, **TINY)
     straight = train(replace(base, out=str(tmp_path / "straight")), log=lambda line: None)

@@ -28,6 +28,7 @@ _IMPLICIT = {
 _RELAXED = {
     "binary_concrete": ("RelaxedBernoulli", td.RelaxedBernoulli),
     "gumbel_softmax": ("RelaxedOneHotCategorical", td.RelaxedOneHotCategorical),
+    "invertible_gaussian": ("InvertibleGaussian", None),
 }
 
 

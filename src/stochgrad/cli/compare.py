@@ -261,7 +261,13 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
         return None
     state = load_checkpoint(checkpoint_path)
     data = dataset.subset(config.train_size, config.test_size)
-    vae = VAE(FAMILIES[config.latent], config.dim, data.num_pixels, config.estimator)
+    vae = VAE(
+        FAMILIES[config.latent],
+        config.dim,
+        data.num_pixels,
+        config.estimator,
+        temperature=config.temperature,
+    )
     vae.load_state_dict(
         {key[4:]: value for key, value in state["model"].items() if key.startswith("vae.")}
     )

@@ -7,6 +7,11 @@ N(0, I), Gamma(0.3, 0.3), Uniform(0, 1) = Beta(1, 1) and Uniform(-pi, pi) for vo
 discrete latents follow the discrete-VAE literature (Maddison et al., 2017; Jang et al., 2017;
 Tucker et al., 2017): 200 Bernoulli units or 20 categorical units with 10 classes each, with
 uniform priors.
+
+With ``--estimator igr`` (Potapczynski, Loaiza-Ganem & Cunningham, 2020) a discrete unit of C
+classes is an :class:`~stochgrad.relaxed.InvertibleGaussian` over C - 1 Gaussians: the encoder
+gives their loc and scale, the prior is the same law with loc 0 and scale 1 at the same
+temperature, and the decoder reads the relaxed one-hot (its first coordinate for Bernoulli units).
 """
 
 from __future__ import annotations
@@ -42,7 +47,14 @@ class LatentFamily:
     default_dim: int
     params_per_unit: int
 
-    def param_size(self, dim: int) -> int:
+    @property
+    def categories(self) -> int:
+        """Classes per discrete unit (a Bernoulli unit has two)."""
+        return CATEGORIES if self.name == "categorical" else 2
+
+    def param_size(self, dim: int, estimator: str | None = None) -> int:
+        if estimator == "igr":
+            return dim * 2 * (self.categories - 1)  # loc and scale of C - 1 Gaussians per unit
         return dim * self.params_per_unit
 
     def feature_size(self, dim: int) -> int:
@@ -52,10 +64,13 @@ class LatentFamily:
             return dim * CATEGORIES
         return dim
 
-    def features(self, z: Tensor) -> Tensor:
+    def features(self, z: Tensor, estimator: str | None = None) -> Tensor:
         """Decoder input for samples ``z`` (angles become (cos, sin); one-hots are flattened)."""
         if self.name == "vonmises":
             return torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
+        if estimator == "igr" and self.name == "bernoulli":
+            # Two-class relaxed one-hot: the first class is b = 1 (y > 0 as the temperature -> 0).
+            return z[..., 0]
         if self.name == "categorical":
             return z.flatten(-2)
         return z
@@ -64,8 +79,16 @@ class LatentFamily:
         """Whether this build can sample the family with a gradient (library or stand-in)."""
         return self.discrete or _library.implicit_class(self.name) is not None
 
-    def posterior(self, raw: Tensor, dim: int, estimator: str) -> td.Distribution:
-        """q(z|x) with one event per example, built from the encoder output ``raw``."""
+    def posterior(
+        self, raw: Tensor, dim: int, estimator: str, temperature: Tensor | None = None
+    ) -> td.Distribution:
+        """q(z|x) with one event per example, built from the encoder output ``raw``.
+
+        ``temperature`` is needed by (and only by) ``estimator="igr"``.
+        """
+        if estimator == "igr":
+            loc, scale = raw.unflatten(-1, (dim, 2 * (self.categories - 1))).chunk(2, dim=-1)
+            return _invertible_gaussian(loc, _positive(scale), temperature)
         if self.name == "bernoulli":
             return td.Independent(td.Bernoulli(logits=raw), 1)
         if self.name == "categorical":
@@ -86,11 +109,21 @@ class LatentFamily:
             return td.Independent(cls(math.pi * torch.tanh(first), _positive(second)), 1)
         return td.Independent(cls(_positive(first), _positive(second)), 1)
 
-    def prior(self, dim: int, like: Tensor) -> td.Distribution:
-        """p(z) on the device and dtype of ``like``."""
+    def prior(
+        self,
+        dim: int,
+        like: Tensor,
+        estimator: str | None = None,
+        temperature: Tensor | None = None,
+    ) -> td.Distribution:
+        """p(z) on the device and dtype of ``like`` (``temperature``: for ``igr`` only)."""
 
         def full(value: float, *shape: int) -> Tensor:
             return torch.full(shape, value, dtype=like.dtype, device=like.device)
+
+        if estimator == "igr":
+            free = self.categories - 1
+            return _invertible_gaussian(full(0.0, dim, free), full(1.0, dim, free), temperature)
 
         if self.name == "bernoulli":
             return td.Independent(td.Bernoulli(probs=full(0.5, dim)), 1)
@@ -111,11 +144,21 @@ class LatentFamily:
     def embedding(self, q: td.Distribution) -> Tensor:
         """A point per example summarising q(z|x), for the 2-D latent plots."""
         base = q.base_dist if isinstance(q, td.Independent) else q
+        igr = _library.relaxed_class("invertible_gaussian")
+        if igr is not None and isinstance(base, igr):
+            return base.loc.flatten(1)
         if self.name == "vonmises":
             return torch.cat([torch.cos(base.loc), torch.sin(base.loc)], dim=-1)
         if self.discrete:
             return base.probs.flatten(1)
         return q.mean.flatten(1)
+
+
+def _invertible_gaussian(loc: Tensor, scale: Tensor, temperature: Tensor | None):
+    if temperature is None:
+        raise ValueError("estimator 'igr' needs a temperature, got None")
+    cls = _library.relaxed_class("invertible_gaussian")
+    return td.Independent(cls(loc, scale, temperature.to(loc)), 1)
 
 
 def _mixture_posterior(raw: Tensor, dim: int) -> td.Distribution:
@@ -177,8 +220,11 @@ class VAE(nn.Module):
         family: the latent family.
         dim: number of latent units (Dirichlet: number of components).
         num_pixels: image size after flattening.
-        estimator: the gradient estimator (selects the sampler class for ``normal``).
+        estimator: the gradient estimator (selects the sampler class for ``normal``, and the
+            InvertibleGaussian posterior and prior for ``igr``).
         hidden: hidden layer widths of the encoder; the decoder mirrors them.
+        temperature: > 0, the temperature of the ``igr`` posterior and prior (saved with the
+            weights as the buffer ``temperature``; ``None`` for the other estimators).
     """
 
     def __init__(
@@ -188,23 +234,33 @@ class VAE(nn.Module):
         num_pixels: int,
         estimator: str = "implicit",
         hidden: tuple[int, ...] = (256, 128),
+        temperature: float = 0.5,
     ):
         super().__init__()
         self.family = family
         self.dim = dim
         self.estimator = estimator
-        self.encoder = _mlp([num_pixels, *hidden, family.param_size(dim)])
+        self.temperature: Tensor | None
+        if estimator == "igr":
+            if not temperature > 0:
+                raise ValueError(f"temperature must be > 0, got {temperature}")
+            # Part of q(z|x) and p(z), so a reloaded checkpoint gets it back with the weights;
+            # float64 so that --temperature 0.7 stays 0.7 (it is cast to the latents' dtype).
+            self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float64))
+        else:
+            self.temperature = None
+        self.encoder = _mlp([num_pixels, *hidden, family.param_size(dim, estimator)])
         self.decoder = _mlp([family.feature_size(dim), *reversed(hidden), num_pixels])
 
     def posterior(self, x: Tensor) -> td.Distribution:
         """q(z|x) for a batch of binary images ``x`` of shape (batch, pixels)."""
-        return self.family.posterior(self.encoder(x), self.dim, self.estimator)
+        return self.family.posterior(self.encoder(x), self.dim, self.estimator, self.temperature)
 
     def prior(self, like: Tensor) -> td.Distribution:
-        return self.family.prior(self.dim, like)
+        return self.family.prior(self.dim, like, self.estimator, self.temperature)
 
     def decode_logits(self, z: Tensor) -> Tensor:
-        return self.decoder(self.family.features(z))
+        return self.decoder(self.family.features(z, self.estimator))
 
     def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
         """log p(x|z) summed over pixels; ``z`` may carry leading sample dimensions."""

@@ -5,8 +5,10 @@ scalar to differentiate (its gradient is the estimator), ``bound`` the per-examp
 objective being maximised (the ELBO, or the K-sample bound for VIMCO and RWS), for logging.
 
 - pathwise (``reparam``, ``implicit``, ``gumbel``, ``st``, ``igr``): ELBO with z = rsample(),
-  closed-form KL where torch has it; for relaxations the decoder sees the relaxed sample and the
-  KL is the one of the discrete distributions (Jang et al., 2017).
+  closed-form KL where torch has it; for ``gumbel`` and ``st`` the decoder sees the relaxed sample
+  and the KL is the one of the discrete distributions (Jang et al., 2017); ``igr`` (Potapczynski
+  et al., 2020) is the ELBO of the relaxed model itself: q(z|x) and p(z) are InvertibleGaussian
+  laws on the simplex and their KL is the closed form registered in :mod:`stochgrad.kl`.
 - score function (``reinforce``: moving-average baseline, Williams 1992; ``nvil``: running
   mean, variance normalisation and an input-dependent baseline network, Mnih & Gregor 2014;
   ``disarm``: antithetic pairs, Dong et al. 2020), all from :mod:`stochgrad.estimators`.
@@ -38,15 +40,13 @@ ESTIMATOR_KINDS = {
     "relax": "library",
     "disarm": "library",
 }
-# IGR needs a (K-1)-dimensional Gaussian encoder head, which the command line does not build yet.
-_NOT_WIRED = ("igr",)
 _LIBRARY_NAMES = {"disarm": "disarm", "rebar": "REBAR", "relax": "RELAX"}
 
 
 def estimator_available(name: str) -> bool:
     """Whether the command line can train with estimator ``name``."""
-    if name in _NOT_WIRED:
-        return False
+    if name == "igr":
+        return _library.relaxed_class("invertible_gaussian") is not None
     if name in _LIBRARY_NAMES:
         return _library.available("stochgrad.estimators", _LIBRARY_NAMES[name])
     return True
@@ -59,9 +59,10 @@ class PathwiseELBO(nn.Module):
         super().__init__()
         self.estimator = estimator
         self.temperature = temperature
+        self._checked_temperature = False
 
     def _sample(self, vae: VAE, q: td.Distribution) -> Tensor:
-        if not vae.family.discrete:
+        if not vae.family.discrete or self.estimator == "igr":
             return q.rsample()
         logits = q.base_dist.logits
         temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
@@ -76,7 +77,24 @@ class PathwiseELBO(nn.Module):
             hard = nn.functional.one_hot(soft.argmax(-1), soft.shape[-1]).to(soft.dtype)
         return hard + (soft - soft.detach())
 
+    def _check_temperature(self, vae: VAE) -> None:
+        # IGR's temperature belongs to the model's q(z|x) and p(z): a silent mismatch would train
+        # one model and report another. Checked once, to keep device syncs out of the loop.
+        if self._checked_temperature:
+            return
+        built_at = vae.temperature.item()
+        if built_at != vae.temperature.new_tensor(self.temperature).item():
+            from stochgrad.cli.train import UsageError  # train imports this module
+
+            raise UsageError(
+                f"--temperature {self.temperature} with --estimator igr needs a model built at "
+                f"that temperature, got one built at {built_at}"
+            )
+        self._checked_temperature = True
+
     def forward(self, vae: VAE, x: Tensor) -> tuple[Tensor, Tensor]:
+        if self.estimator == "igr":
+            self._check_temperature(vae)
         q = vae.posterior(x)
         z = self._sample(vae, q)
         kl = kl_term(q, vae.prior(x), z)

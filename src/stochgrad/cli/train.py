@@ -224,7 +224,9 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     checkpoint_path = out / CHECKPOINT_NAME
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    vae = VAE(family, config.dim, dataset.num_pixels, config.estimator)
+    vae = VAE(
+        family, config.dim, dataset.num_pixels, config.estimator, temperature=config.temperature
+    )
     objective = make_objective(
         config.estimator, dataset.num_pixels, config.samples, config.temperature, config.dim
     )
