@@ -18,14 +18,19 @@ The sample and its complement ``1 - x`` are passed separately so that neither lo
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
-from stochgrad.special._quadrature import blockwise, rule_for, traced
+from stochgrad.special._quadrature import blockwise, gauss_legendre, rule_for, traced
 
 __all__ = ["beta_grad", "betainc"]
 
 _NEWTON_STEPS = 3
+# For float32 inputs (computed in double): 24 nodes, C = 24 keep the error against the mpmath oracle
+# at ~1e-6 over the test grid; 12 nodes (the float32 Gamma rule) reach 0.1 at (1e4, 1e-3).
+_SINGLE_PRECISION_RULE = (*gauss_legendre(24), 24.0)
 
 
 def beta_grad(
@@ -40,27 +45,30 @@ def beta_grad(
         # need double precision.
         a, b, x = a.double(), b.double(), x.double()
     xc = 1 - x if complement is None else complement.expand_as(x).to(x.dtype)
-    grad_a, grad_b = blockwise(_grad_block, a, b, x, xc)
+    # The quadrature rule follows the caller's precision (fewer nodes for float32 inputs) even
+    # though the arithmetic is in double.
+    rule = rule_for(torch.float64) if dtype == torch.float64 else _SINGLE_PRECISION_RULE
+    grad_a, grad_b = blockwise(functools.partial(_grad_block, rule=rule), a, b, x, xc)
     return grad_a.to(dtype), grad_b.to(dtype)
 
 
-def _grad_block(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> tuple[Tensor, Tensor]:
+def _grad_block(a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rule: tuple) -> tuple[Tensor, Tensor]:
     tiny = torch.finfo(x.dtype).tiny
     x = x.clamp_min(tiny)
     xc = xc.clamp_min(tiny)
     mirror = _mirror(a, b, x)
     p, q = torch.where(mirror, b, a), torch.where(mirror, a, b)
     y, yc = torch.where(mirror, xc, x), torch.where(mirror, x, xc)
-    first, second = _lower_form(p, q, y, yc)
+    first, second = _lower_form(p, q, y, yc, rule)
     # Mirrored: ∂I_x(a,b)/∂a = -∂I_(1-x)(b,a)/∂(second), and p is symmetric.
     grad_a = torch.where(mirror, second, -first)
     grad_b = torch.where(mirror, first, -second)
     return grad_a, grad_b
 
 
-def _lower_form(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> tuple[Tensor, Tensor]:
+def _lower_form(a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rule: tuple) -> tuple[Tensor, Tensor]:
     """``(∂I/∂a / p, ∂I/∂b / p)`` at ``x`` where ``φ`` of the lower tail is decreasing."""
-    m0, m1, m_log = _lower_integrals(a, b, x, xc)
+    m0, m1, m_log = _lower_integrals(a, b, x, xc, rule)
     centred_a = torch.log(x) + _digamma_step(a, b)
     centred_b = torch.log(xc) + _digamma_step(b, a)
     return x * (centred_a * m0 - m1), x * (centred_b * m0 + m_log)
@@ -68,14 +76,14 @@ def _lower_form(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> tuple[Tensor, Te
 
 def _lower_mass(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> Tensor:
     """``I_x(a, b) / (x p(x))`` on the lower form."""
-    return _lower_integrals(a, b, x, xc, moments=False)[0]
+    return _lower_integrals(a, b, x, xc, rule_for(x.dtype), moments=False)[0]
 
 
 def _lower_integrals(
-    a: Tensor, b: Tensor, x: Tensor, xc: Tensor, moments: bool = True
+    a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rule: tuple, moments: bool = True
 ) -> tuple[Tensor, Tensor, Tensor]:
     """``∫_0^∞ (1, s, L(s)) exp(φ(s)) ds`` for the lower form (see the module docstring)."""
-    nodes, weights, cutoff = rule_for(x.dtype)
+    nodes, weights, cutoff = rule
     eps = xc / x
     bm1 = b - 1
     # Upper bound on the root of φ(S) = -C, then Newton (φ concave when b > 1, so iterates stay
@@ -95,27 +103,31 @@ def _lower_integrals(
     m0 = torch.zeros_like(x)
     m1 = torch.zeros_like(x)
     m_log = torch.zeros_like(x)
-    inplace = not traced(x)
-    for node, weight in zip(nodes, weights, strict=True):
-        w = width * node
-        if inplace:  # the same arithmetic as the else branch, without temporaries
-            s = torch.expm1(w).mul_(delta)
-            log_ratio = torch.expm1(-s).div_(eps).neg_().log1p_()
-            term = torch.mul(bm1, log_ratio).sub_(a * s).exp_()
-            term.mul_((s + delta).mul_(width)).mul_(weight)  # ds = (δ + s) dw
-            m0.add_(term)
-            if moments:
-                m1.addcmul_(term, s)
-                m_log.addcmul_(term, log_ratio)
-        else:
+    if traced(x):
+        for node, weight in zip(nodes, weights, strict=True):
+            w = width * node
             s = delta * torch.expm1(w)
             log_ratio = torch.log1p(-torch.expm1(-s) / eps)
-            term = weight * ((delta + s) * width) * torch.exp(bm1 * log_ratio - a * s)
+            term = weight * torch.exp(w) * torch.exp(bm1 * log_ratio - a * s)
             m0 = m0 + term
             if moments:
                 m1 = m1 + term * s
                 m_log = m_log + term * log_ratio
-    return m0, m1, m_log
+    else:  # the same arithmetic, in place and with the signs folded in: 15 passes a node
+        minus_delta = -delta
+        minus_inv_eps = -1 / eps
+        for node, weight in zip(nodes, weights, strict=True):
+            growth = torch.mul(width, node).expm1_()  # e^w - 1
+            minus_s = growth * minus_delta
+            log_ratio = torch.expm1(minus_s).mul_(minus_inv_eps).log1p_()
+            term = torch.mul(bm1, log_ratio).addcmul_(a, minus_s).exp_().mul_(growth.add_(1))
+            m0.add_(term, alpha=weight)
+            if moments:
+                m1.addcmul_(term, minus_s, value=-weight)
+                m_log.addcmul_(term, log_ratio, value=weight)
+    # ds = (δ + s) dw = δ e^w dw; δ and the panel width are common to every node.
+    scale = delta * width
+    return m0 * scale, m1 * scale, m_log * scale
 
 
 def betainc(concentration1: Tensor, concentration0: Tensor, value: Tensor) -> Tensor:
