@@ -124,28 +124,17 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
-        from stochgrad.cli.train import TrainConfig, train
+        from stochgrad.cli.train import TrainConfig, options_from_args, train
 
         train(
             TrainConfig(
                 latent=args.latent,
                 estimator=args.estimator,
                 dim=args.dim,
-                epochs=args.epochs,
-                batch_size=args.batch_size,
-                lr=args.lr,
                 seed=args.seed,
-                device=args.device,
                 out=args.out,
-                data=args.data,
-                data_dir=args.data_dir,
-                train_size=args.train_size,
-                test_size=args.test_size,
-                iwae_samples=args.iwae_samples,
-                samples=args.samples,
-                temperature=args.temperature,
                 resume=args.resume,
-                progress=False if args.no_progress else None,
+                **options_from_args(args),
             )
         )
         return 0

@@ -37,6 +37,7 @@ from stochgrad.cli.train import (
     TrainingError,
     UsageError,
     _public,
+    options_from_args,
     resolve_config,
     train,
 )
@@ -124,20 +125,7 @@ def compare_from_args(args: argparse.Namespace) -> int:
         _split(args.dims, "--dims", int),
         _split(args.seeds, "--seeds", int),
     )
-    base = TrainConfig(
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        device=args.device,
-        data=args.data,
-        data_dir=args.data_dir,
-        train_size=args.train_size,
-        test_size=args.test_size,
-        iwae_samples=args.iwae_samples,
-        samples=args.samples,
-        temperature=args.temperature,
-        progress=False if args.no_progress else None,
-    )
+    base = TrainConfig(**options_from_args(args))
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
     compare(

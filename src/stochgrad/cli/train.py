@@ -30,7 +30,14 @@ from stochgrad.cli.models import FAMILIES, VAE
 from stochgrad.cli.objectives import ESTIMATOR_KINDS, estimator_available, make_objective
 from stochgrad.data import DATASETS, Dataset, binarize, load_dataset, minibatches
 
-__all__ = ["TrainConfig", "TrainingError", "UsageError", "resolve_config", "train"]
+__all__ = [
+    "TrainConfig",
+    "TrainingError",
+    "UsageError",
+    "options_from_args",
+    "resolve_config",
+    "train",
+]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
@@ -72,6 +79,24 @@ class TrainConfig:
     temperature: float = 0.5
     resume: bool = False
     progress: bool | None = None
+
+
+def options_from_args(args: Any) -> dict[str, Any]:
+    """The :class:`TrainConfig` fields set by the data and training options of the parser."""
+    return {
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "lr": args.lr,
+        "device": args.device,
+        "data": args.data,
+        "data_dir": args.data_dir,
+        "train_size": args.train_size,
+        "test_size": args.test_size,
+        "iwae_samples": args.iwae_samples,
+        "samples": args.samples,
+        "temperature": args.temperature,
+        "progress": False if args.no_progress else None,
+    }
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
