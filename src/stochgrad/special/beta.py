@@ -69,8 +69,9 @@ def _grad_block(a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rule: tuple) -> tup
 def _lower_form(a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rule: tuple) -> tuple[Tensor, Tensor]:
     """``(∂I/∂a / p, ∂I/∂b / p)`` at ``x`` where ``φ`` of the lower tail is decreasing."""
     m0, m1, m_log = _lower_integrals(a, b, x, xc, rule)
-    centred_a = torch.log(x) + _digamma_step(a, b)
-    centred_b = torch.log(xc) + _digamma_step(b, a)
+    digamma_total = torch.digamma(a + b)  # shared by both steps
+    centred_a = torch.log(x) + _digamma_step(a, b, digamma_total)
+    centred_b = torch.log(xc) + _digamma_step(b, a, digamma_total)
     return x * (centred_a * m0 - m1), x * (centred_b * m0 + m_log)
 
 
@@ -166,15 +167,17 @@ def betainc(concentration1: Tensor, concentration0: Tensor, value: Tensor) -> Te
     return out
 
 
-def _digamma_step(base: Tensor, step: Tensor) -> Tensor:
+def _digamma_step(base: Tensor, step: Tensor, digamma_total: Tensor) -> Tensor:
     """``ψ(base + step) - ψ(base)`` without cancellation when ``step << base``.
+
+    ``digamma_total`` is ``ψ(base + step)``, passed in because both concentrations need it.
 
     For ``step < 1e-3 base`` the Taylor series to fourth order (terms fall by ``step/base``)
     is accurate to ~1e-12 relative; otherwise the difference loses at most ~1e-11. The series
     needs ``polygamma(n >= 2)``, ~25x slower than ``digamma``, so in eager mode it is evaluated
     on the few elements that need it only.
     """
-    out = torch.digamma(base + step) - torch.digamma(base)
+    out = digamma_total - torch.digamma(base)
     small = step < 1e-3 * base
     if traced(out):
         return torch.where(small, _digamma_series(base, torch.where(small, step, 0 * step)), out)
