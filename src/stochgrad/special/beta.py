@@ -23,7 +23,7 @@ import functools
 import torch
 from torch import Tensor
 
-from stochgrad.special._quadrature import blockwise, gauss_legendre, rule_for, traced
+from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
 
 __all__ = ["beta_grad", "betainc"]
 
@@ -31,6 +31,10 @@ _NEWTON_STEPS = 3
 # For float32 inputs (computed in double): 24 nodes, C = 24 keep the error against the mpmath oracle
 # at ~1e-6 over the test grid; 12 nodes (the float32 Gamma rule) reach 0.1 at (1e4, 1e-3).
 _SINGLE_PRECISION_RULE = (*gauss_legendre(24), 24.0)
+# Double precision (and the float32 value of ``betainc``): the rules sized against the oracle
+# before the Gamma kernel got its own (smaller) ones.
+_DOUBLE_PRECISION_RULE = (*gauss_legendre(36), 38.0)
+_MASS_RULES = {torch.float64: _DOUBLE_PRECISION_RULE, torch.float32: (*gauss_legendre(12), 17.0)}
 
 
 def beta_grad(
@@ -47,7 +51,7 @@ def beta_grad(
     xc = 1 - x if complement is None else complement.expand_as(x).to(x.dtype)
     # The quadrature rule follows the caller's precision (fewer nodes for float32 inputs) even
     # though the arithmetic is in double.
-    rule = rule_for(torch.float64) if dtype == torch.float64 else _SINGLE_PRECISION_RULE
+    rule = _DOUBLE_PRECISION_RULE if dtype == torch.float64 else _SINGLE_PRECISION_RULE
     grad_a, grad_b = blockwise(functools.partial(_grad_block, rule=rule), a, b, x, xc)
     return grad_a.to(dtype), grad_b.to(dtype)
 
@@ -77,7 +81,8 @@ def _lower_form(a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rule: tuple) -> tup
 
 def _lower_mass(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> Tensor:
     """``I_x(a, b) / (x p(x))`` on the lower form."""
-    return _lower_integrals(a, b, x, xc, rule_for(x.dtype), moments=False)[0]
+    rule = _MASS_RULES.get(x.dtype, _MASS_RULES[torch.float32])
+    return _lower_integrals(a, b, x, xc, rule, moments=False)[0]
 
 
 def _lower_integrals(

@@ -27,7 +27,7 @@ from stochgrad.special._quadrature import blockwise, rule_for, traced
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
 
-_NEWTON_STEPS = 3
+_NEWTON_STEPS = 1
 
 
 def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor:
@@ -52,6 +52,10 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     # Upper bounds on the root of φ(S) = -C: lower tail φ <= -(a-x)s and φ <= x - a s;
     # upper tail φ <= -(x-a)s - x s²/2 and, for s <= that root R, φ <= a R - x (e^s - 1).
     s_lower = torch.minimum(cutoff / slope.clamp_min(tiny), (cutoff + x) / a)
+    # Lower tail, s <= 1: 1 - e^(-s) <= s - s²/2 + s³/6 <= s - s²/3, so φ <= -(a-x)s - x s²/3;
+    # its root bounds S whenever it is <= 1 (tight where x ≈ a, the Gaussian regime).
+    root3 = (torch.sqrt(slope * slope + (4 / 3) * cutoff * x) - slope) / (2 / 3 * x_safe)
+    s_lower = torch.where(root3 <= 1, torch.minimum(s_lower, root3), s_lower)
     root = (torch.sqrt(slope * slope + 2 * cutoff * x) - slope) / x_safe
     s_upper = torch.minimum(root, torch.log1p((cutoff + a * root) / x_safe))
     end = torch.where(lower, s_lower, s_upper)
@@ -90,7 +94,8 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
         moment1 = moment1 + tail * (cutoff + 1 / a)
     # log x - ψ(a) cancels near the mode; in float64 it costs one pass and keeps float32 accurate.
     centred = (log_x.double() - torch.digamma(a.double())).to(a.dtype)
-    return (torch.where(lower, moment1 - centred * moment0, centred * moment0 + moment1),)
+    # lower tail: moment1 - centred·moment0; upper tail: moment1 + centred·moment0.
+    return (torch.addcmul(moment1, sign * centred, moment0),)
 
 
 def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
