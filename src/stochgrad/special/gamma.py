@@ -23,11 +23,35 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-from stochgrad.special._quadrature import blockwise, rule_for, traced
+from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
 
 _NEWTON_STEPS = 1
+
+# (nodes, weights, cut-off C): integrands exp(φ) are cut where φ = -C. Sized against a 40-digit
+# mpmath oracle on 856 points (43 concentrations from 1e-3 to 1e4, 21 quantiles from 1e-7 to
+# 1 - 1e-7). a ~ 1 (near-exponential decay of the integrand over [0, C]) needs the most nodes;
+# for a >= 30 (a near-Gaussian integrand) fewer suffice. Maximum relative error of dx/da:
+#   float64: 32 nodes 2.0e-12 over all a; 20 nodes 8.5e-13 for a >= 30 (1.4e-11 on [10, 30)),
+#   float32: 11 nodes 1.4e-5 over all a;   9 nodes 7.0e-6 for a >= 30.
+_RULES = {
+    torch.float64: (*gauss_legendre(32), 34.0),
+    torch.float32: (*gauss_legendre(11), 15.0),
+}
+_LARGE_CONCENTRATION = 30.0
+_LARGE_RULES = {
+    torch.float64: (*gauss_legendre(20), 34.0),
+    torch.float32: (*gauss_legendre(9), 15.0),
+}
+
+
+def _rule(a: Tensor) -> tuple[tuple[float, ...], tuple[float, ...], float]:
+    """The rule for a block: the shorter one in eager mode when every ``a >= 30``."""
+    dtype = a.dtype if a.dtype in _RULES else torch.float32  # float16/bfloat16: float32's
+    if not traced(a) and a.numel() > 0 and bool((a >= _LARGE_CONCENTRATION).all()):
+        return _LARGE_RULES[dtype]
+    return _RULES[dtype]
 
 
 def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor:
@@ -40,7 +64,7 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
 
 
 def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
-    nodes, weights, cutoff = rule_for(a.dtype)
+    nodes, weights, cutoff = _rule(a)
     inplace = not traced(a)
     x = log_x.exp()
     lower = x <= a
