@@ -7,7 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.implicit._core import attach_gradients, needs_grad
-from stochgrad.special.gamma import gammainc, standard_gamma_grad
+from stochgrad.special.gamma import gammainc, standard_gamma_log_grad
 
 __all__ = ["Gamma"]
 
@@ -50,9 +50,9 @@ class Gamma(torch.distributions.Gamma):
                 min=torch.finfo(self.rate.dtype).tiny
             )
         if needs_grad(concentration):
-            x = attach_gradients(
-                x, [concentration], [standard_gamma_grad(concentration.detach(), x)]
-            )
+            # x >= tiny here, so dx/da = x · d log x / da needs no masking of x = 0.
+            dx_da = x * standard_gamma_log_grad(concentration.detach(), x.log())
+            x = attach_gradients(x, [concentration], [dx_da])
         return x / self.rate.expand(shape)
 
     def cdf(self, value: Tensor) -> Tensor:
