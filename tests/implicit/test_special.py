@@ -46,3 +46,27 @@ def test_torch_func_and_compile_trace_the_gradient():
     assert grads.shape == (3,) and torch.isfinite(grads).all()
     explanation = torch._dynamo.explain(mean_of_samples)(torch.tensor(2.0, requires_grad=True))
     assert explanation.graph_break_count == 0
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_gamma_rule_tiers_agree_with_the_full_rule(dtype):
+    # A block whose smallest concentration is >= 3 (or >= 30) uses a shorter rule; mixing in one
+    # small concentration forces the full rule on the same elements. Both must agree to within
+    # the accuracy each rule was sized for.
+    torch.manual_seed(0)
+    a = torch.tensor([3.0, 7.0, 30.0, 80.0, 500.0, 1e4], dtype=dtype).repeat_interleave(50)
+    x = torch._standard_gamma(a)
+    tiered = standard_gamma_grad(a, x)
+    full = standard_gamma_grad(torch.cat([a, a.new_tensor([0.5])]), torch.cat([x, x[:1]]))[:-1]
+    rtol = 1e-10 if dtype == torch.float64 else 1e-4
+    torch.testing.assert_close(tiered, full, rtol=rtol, atol=0)
+
+
+def test_gamma_kernel_digamma_series_matches_torch():
+    from stochgrad.special.gamma import _digamma
+
+    a = torch.logspace(1, 8, 10_000, dtype=torch.float64)
+    torch.testing.assert_close(_digamma(a, inplace=True), torch.digamma(a), rtol=2e-15, atol=0)
+    # one a < 10 in the block: torch's digamma for all of it
+    b = torch.cat([a, a.new_tensor([0.3])])
+    torch.testing.assert_close(_digamma(b, inplace=True), torch.digamma(b), rtol=0, atol=0)

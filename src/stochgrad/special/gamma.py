@@ -68,7 +68,7 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     inplace = not traced(a)
     x = log_x.exp()
     lower = x <= a
-    sign = lower.to(a.dtype).mul(-2).add(1)  # -1 on the lower tail, +1 on the upper
+    sign = torch.where(lower, a.new_tensor(-1.0), a.new_tensor(1.0))  # lower tail -1, upper +1
     rate = sign * a
     slope = (x - a).abs()  # -φ'(0)
     tiny = torch.finfo(a.dtype).tiny
@@ -93,17 +93,22 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     # accumulates t·term and is scaled by panel once at the end.
     signed_panel = sign * panel
     rate_panel = rate * panel
-    moment0 = torch.zeros_like(x)
-    moment1 = torch.zeros_like(x)
     if inplace:  # the same arithmetic as the else branch, 7 passes a node, into one buffer
         minus_x = -x
-        term = torch.empty_like(x)  # a fresh tensor per node costs ~3x an in-place pass
-        for node, weight in zip(nodes, weights, strict=True):
+        term = torch.empty_like(x)  # a fresh tensor per node costs more than an in-place pass
+        moment0, moment1 = torch.empty_like(x), torch.empty_like(x)
+        for i, (node, weight) in enumerate(zip(nodes, weights, strict=True)):
             torch.mul(signed_panel, node, out=term).expm1_().mul_(minus_x)
             term.add_(rate_panel, alpha=node).exp_()
-            moment0.add_(term, alpha=weight)
-            moment1.add_(term, alpha=weight * node)
+            if i == 0:
+                torch.mul(term, weight, out=moment0)
+                torch.mul(term, weight * node, out=moment1)
+            else:
+                moment0.add_(term, alpha=weight)
+                moment1.add_(term, alpha=weight * node)
     else:
+        moment0 = torch.zeros_like(x)
+        moment1 = torch.zeros_like(x)
         for node, weight in zip(nodes, weights, strict=True):
             term = torch.exp(node * rate_panel - x * torch.expm1(node * signed_panel))
             moment0 = moment0 + weight * term
@@ -118,9 +123,26 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
         moment0 = moment0 + tail
         moment1 = moment1 + tail * (cutoff + 1 / a)
     # log x - ψ(a) cancels near the mode; in float64 it costs one pass and keeps float32 accurate.
-    centred = (log_x.double() - torch.digamma(a.double())).to(a.dtype)
+    centred = (log_x.double() - _digamma(a.double(), inplace)).to(a.dtype)
     # lower tail: moment1 - centred·moment0; upper tail: moment1 + centred·moment0.
     return (torch.addcmul(moment1, sign * centred, moment0),)
+
+
+# ψ(a) = log a - 1/(2a) - Σ B_2k / (2k a^2k): with the terms to a^-12, the error at a >= 10 is
+# below the a^-14 term, 8e-16.
+_STIRLING = (-1 / 12, 1 / 120, -1 / 252, 1 / 240, -1 / 132, 691 / 32760)
+
+
+def _digamma(a: Tensor, inplace: bool) -> Tensor:
+    """``ψ(a)``: the asymptotic series when every ``a >= 10`` (eager mode), else torch's."""
+    if not inplace or a.numel() == 0 or not bool((a >= 10).all()):
+        return torch.digamma(a)
+    inv = a.reciprocal()
+    inv2 = inv * inv
+    series = torch.full_like(a, _STIRLING[-1])
+    for coefficient in reversed(_STIRLING[:-1]):
+        series.mul_(inv2).add_(coefficient)
+    return a.log().addcmul_(series, inv2).sub_(inv, alpha=0.5)
 
 
 def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
