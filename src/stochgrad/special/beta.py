@@ -31,7 +31,7 @@ _NEWTON_STEPS = 3
 # For float32 inputs (set-up and moments combined in double, node sums in float32): 24 nodes, C = 24
 # keep the error against the mpmath oracle at <= 6e-6 over 19 (a, b) pairs from 1e-3 to 1e4, and
 # 3.5e-5 at (1e4, 1e-3), where the sample sits at the float32 clamp 1 - 2^-24; 20 nodes reach
-# 1.4e-4 there, 12 nodes (the float32 Gamma rule) 0.1.
+# 1.4e-4 there, 12 nodes 0.1.
 _SINGLE_PRECISION_RULE = (*gauss_legendre(24), 24.0)
 # Double precision (and the float32 value of ``betainc``): the rules sized against the oracle
 # before the Gamma kernel got its own (smaller) ones.
