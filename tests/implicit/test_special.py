@@ -74,3 +74,13 @@ def test_gamma_kernel_log_minus_digamma_series_matches_torch():
             exact = float(mp.log(value) - mp.digamma(value))
         got = _log_minus_digamma(torch.tensor(value, dtype=torch.float64)).item()
         assert abs(got - exact) <= 4e-15 * abs(exact)
+
+
+def test_a_nan_concentration_does_not_change_its_neighbours_gradients():
+    a = torch.tensor([0.5, 2.0, 40.0], dtype=torch.float64)
+    x = torch.tensor([0.3, 1.7, 41.0], dtype=torch.float64)
+    with_nan = standard_gamma_grad(
+        torch.cat([a, a.new_tensor([float("nan")])]), torch.cat([x, x[:1]])
+    )
+    assert with_nan[-1].isnan()
+    torch.testing.assert_close(with_nan[:-1], standard_gamma_grad(a, x), rtol=1e-13, atol=0)

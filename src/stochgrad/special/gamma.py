@@ -46,10 +46,15 @@ _TIERS = {
 
 
 def _smallest(a: Tensor) -> float | None:
-    """The block's smallest concentration in eager mode (None when traced or empty)."""
+    """The block's smallest concentration in eager mode (None when traced or empty).
+
+    A NaN anywhere gives 0, i.e. the rules for all ``a``, so that it cannot switch the other
+    elements of its block to the large-``a`` shortcuts.
+    """
     if traced(a) or a.numel() == 0:
         return None
-    return a.min().item()
+    smallest = a.min().item()
+    return smallest if smallest == smallest else 0.0
 
 
 def _rule(a: Tensor, smallest: float | None) -> tuple[tuple[float, ...], tuple[float, ...], float]:
@@ -129,7 +134,7 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     # Closed-form tail of the lower integral beyond s = C: ∫ (1, s) exp(x - a s) ds. In eager mode
     # it is skipped when no element has one (the common case for a > 1).
     beyond = (end - cutoff).clamp_min(0) * lower  # > 0 exactly where a lower tail is cut
-    if not inplace or beyond.max().item() > 0:
+    if not inplace or bool((beyond > 0).any()):  # (a NaN must not hide the others' tails)
         tail = torch.where(beyond > 0, torch.exp(x - a * cutoff) / a, torch.zeros_like(x))
         moment0 = moment0 + tail
         moment1 = moment1 + tail * (cutoff + 1 / a)
