@@ -6,9 +6,16 @@ mpmath.mp.dps = 40
 
 
 def gamma_dz_dconcentration(a: float, x: float) -> float:
-    """-(∂P(a, x)/∂a) / p(x) for Gamma(a, 1), by high-precision differentiation of P."""
+    """-(∂P(a, x)/∂a) / p(x) for Gamma(a, 1), by high-precision differentiation of P.
+
+    Above the mean it differentiates Q = 1 - P instead (∂P/∂a = -∂Q/∂a): far in the upper tail
+    P rounds to 1 even at 40 digits and its derivative would read 0.
+    """
     a, x = mpmath.mpf(a), mpmath.mpf(x)
-    d_cdf = mpmath.diff(lambda aa: mpmath.gammainc(aa, 0, x, regularized=True), a)
+    if x <= a:
+        d_cdf = mpmath.diff(lambda aa: mpmath.gammainc(aa, 0, x, regularized=True), a)
+    else:
+        d_cdf = -mpmath.diff(lambda aa: mpmath.gammainc(aa, x, mpmath.inf, regularized=True), a)
     log_density = (a - 1) * mpmath.log(x) - x - mpmath.loggamma(a)
     return float(-d_cdf / mpmath.exp(log_density))
 
@@ -20,16 +27,20 @@ def _beta_log_density(a, b, x):
 def beta_dz_dconcentrations(a: float, b: float, x: float) -> tuple[float, float]:
     """(-(∂I/∂a)/p, -(∂I/∂b)/p) for Beta(a, b) at x.
 
-    For moderate parameters, high-precision differentiation of mpmath's betainc; for large ones
-    (where its hypergeometric series does not converge), tanh-sinh quadrature of
-    ∂I/∂a = ∫ (log t - ψ(a) + ψ(a+b)) f(t) dt over the shorter tail, split at the mode.
+    High-precision differentiation of mpmath's betainc; where its hypergeometric series does not
+    converge (both parameters large, e.g. (1e4, 1e4)), tanh-sinh quadrature of
+    ∂I/∂a = ∫ (log t - ψ(a) + ψ(a+b)) f(t) dt over the shorter tail, split at the mode. (The
+    quadrature is not used first: with a small parameter against a large one, e.g. (0.05, 250),
+    the singular end point t^(a-1) defeats it.)
     """
     a, b, x = mpmath.mpf(a), mpmath.mpf(b), mpmath.mpf(x)
     density = mpmath.exp(_beta_log_density(a, b, x))
-    if max(a, b) < 200:
+    try:
         d_a = mpmath.diff(lambda aa: mpmath.betainc(aa, b, 0, x, regularized=True), a)
         d_b = mpmath.diff(lambda bb: mpmath.betainc(a, bb, 0, x, regularized=True), b)
         return float(-d_a / density), float(-d_b / density)
+    except ValueError:  # hypsum() failed to converge
+        pass
     psi_ab = mpmath.digamma(a + b)
     mode = (a - 1) / (a + b - 2) if a > 1 and b > 1 else x
     spread = mpmath.sqrt(a * b / ((a + b) ** 2 * (a + b + 1)))

@@ -16,7 +16,7 @@ GAMMA_CONCENTRATIONS = [1e-3, 1e-2, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 30.0, 100.0, 
 _SLOW_ORACLE = pytest.mark.slow  # the quadrature oracle for max(a, b) >= 200 takes ~10 s a case
 BETA_PAIRS = [
     (1e-3, 1e-3), (0.01, 2.0), (2.0, 0.01), (0.05, 0.05), (0.5, 0.5), (1.0, 1.0), (2.0, 3.0),
-    (10.0, 10.0), (100.0, 1.0),
+    (10.0, 10.0), (100.0, 1.0), (1e-3, 2.0), (2.0, 1e-3), (1e-3, 30.0), (0.05, 250.0),
     *(pytest.param(a, b, marks=_SLOW_ORACLE) for a, b in
       [(500.0, 0.5), (0.5, 500.0), (1e3, 1e3), (1e4, 1e4), (1e4, 1e-3), (3e3, 20.0)]),
 ]  # fmt: skip
@@ -87,3 +87,23 @@ def test_torch_native_beta_gradient_fails_the_oracle_check(a, b):
     z.sum().backward()
     refs = [oracle.beta_dz_dconcentrations(a, b, z[i].item())[0] for i in range(SAMPLES)]
     assert max_relative_error(c1.grad.tolist(), refs) > TOL[torch.float64]
+
+
+# Fixed points where one concentration is ~1e-3 (found in review): torch's float64 trigamma
+# (3.7e-10 at 2) and a 36-node rule (1.2e-10 for dz/da near the median) each broke 1e-10 here.
+SMALL_CONCENTRATION_POINTS = [
+    (1e-3, 2.0, 8.576834639230958e-05),
+    (1e-3, 3.0, 5.7760018563957835e-05),
+    (1e-3, 1.0, 4.7999566943093575e-04),
+    (2.0, 1e-3, 1 - 2**-53),
+]
+
+
+@pytest.mark.parametrize(("a", "b", "x"), SMALL_CONCENTRATION_POINTS)
+def test_beta_gradients_at_small_concentration_points(a, b, x):
+    from stochgrad.special import beta_grad
+
+    got = beta_grad(*(torch.tensor([v], dtype=torch.float64) for v in (a, b, x)))
+    refs = oracle.beta_dz_dconcentrations(a, b, x)
+    for g, r in zip(got, refs, strict=True):
+        assert abs(g.item() - r) <= TOL[torch.float64] * abs(r)
