@@ -36,7 +36,9 @@ _NEWTON_STEPS = 1
 # nodes) and its maximum relative error of dx/da over the a it serves:
 #   float64: a >= 0: 32 nodes, 2.0e-12;  a >= 3: 24 nodes, 5.7e-12;  a >= 30: 20 nodes, 9e-13
 #   float32: a >= 0: 11 nodes, 1.4e-5;   a >= 3: 10 nodes, 8e-6;     a >= 10: 9 nodes, 7e-6
-# In eager mode a block uses the tier of its smallest a; traced code always uses the first.
+# (A review's denser scans next to the mode found up to 2.4e-11 in float64 at a = 3.4 and 2.8e-5
+# in float32 at a = 1.32.) In eager mode a block uses the tier of its smallest a; traced code
+# always uses the first.
 _TIERS = {
     torch.float64: ((0.0, (*gauss_legendre(32), 34.0)), (3.0, (*gauss_legendre(24), 34.0)),
                     (30.0, (*gauss_legendre(20), 34.0))),
