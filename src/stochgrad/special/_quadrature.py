@@ -55,7 +55,8 @@ def blockwise(kernel: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> tu
     shape = tensors[0].shape
     flat = [t.reshape(-1) for t in tensors]
     total = flat[0].numel()
-    if traced(flat[0]) or flat[0].device.type != "cpu" or total <= (chunk := _chunk()):
+    whole = any(traced(t) for t in flat) or flat[0].device.type != "cpu"
+    if whole or total <= (chunk := _chunk()):
         outputs = kernel(*flat)
     else:
         parts = [kernel(*(t[i : i + chunk] for t in flat)) for i in range(0, total, chunk)]
