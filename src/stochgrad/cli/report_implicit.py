@@ -9,6 +9,7 @@ table bounds stochgrad's error from above (the test suite checks 1e-10 against 4
 
 from __future__ import annotations
 
+import statistics
 import time
 from collections.abc import Callable
 
@@ -54,10 +55,7 @@ def speed_rows(size: int = 10**6, repeats: int = 3, dtype=torch.float32) -> list
         for make in makers:
             _time_once(make, params)
         pairs = [[_time_once(make, params) for make in makers] for _ in range(repeats)]
-        ratios = sorted(ours_s / native_s for ours_s, native_s in pairs)
-        median = ratios[len(ratios) // 2]
-        if len(ratios) % 2 == 0:
-            median = (median + ratios[len(ratios) // 2 - 1]) / 2
+        median = statistics.median(ours_s / native_s for ours_s, native_s in pairs)
         best = [min(column) for column in zip(*pairs, strict=True)]
         rows.append((name, best[0], best[1], median))
     return rows

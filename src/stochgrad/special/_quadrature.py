@@ -37,12 +37,14 @@ def _chunk() -> int:
     return max(_MIN_CHUNK, torch.get_num_threads() << 16)
 
 
-def traced(tensor: Tensor) -> bool:
-    """Whether ``tensor`` is seen through torch.compile or a torch.func transform.
+def traced(*tensors: Tensor) -> bool:
+    """Whether any of ``tensors`` is seen through torch.compile or a torch.func transform.
 
     Those have no batching rules for in-place ops and gain nothing from blocking.
     """
-    return torch.compiler.is_compiling() or torch._C._functorch.is_functorch_wrapped_tensor(tensor)
+    return torch.compiler.is_compiling() or any(
+        torch._C._functorch.is_functorch_wrapped_tensor(t) for t in tensors
+    )
 
 
 def blockwise(kernel: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> tuple[Tensor, ...]:
@@ -55,7 +57,7 @@ def blockwise(kernel: Callable[..., tuple[Tensor, ...]], *tensors: Tensor) -> tu
     shape = tensors[0].shape
     flat = [t.reshape(-1) for t in tensors]
     total = flat[0].numel()
-    whole = any(traced(t) for t in flat) or flat[0].device.type != "cpu"
+    whole = traced(*flat) or flat[0].device.type != "cpu"
     if whole or total <= (chunk := _chunk()):
         outputs = kernel(*flat)
     else:

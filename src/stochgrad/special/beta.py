@@ -78,7 +78,7 @@ def _grad_block(
 ) -> tuple[Tensor, Tensor]:
     # rules = (usual, for blocks with a concentration below 0.01 and traced code)
     rule = rules[1]
-    if not (traced(a) or traced(b) or traced(x) or a.numel() == 0):
+    if not (traced(a, b, x) or a.numel() == 0):
         smallest = min(a.min().item(), b.min().item())
         if smallest >= _SMALL_CONCENTRATION:  # (False for NaN: the longer rule)
             rule = rules[0]

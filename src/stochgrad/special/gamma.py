@@ -53,7 +53,7 @@ def _smallest(a: Tensor, log_x: Tensor) -> float | None:
     A NaN anywhere gives 0, i.e. the rules for all ``a``, so that it cannot switch the other
     elements of its block to the large-``a`` shortcuts.
     """
-    if traced(a) or traced(log_x) or a.numel() == 0:
+    if traced(a, log_x) or a.numel() == 0:
         return None
     smallest = a.min().item()
     return smallest if smallest == smallest else 0.0
