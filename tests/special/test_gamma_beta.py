@@ -116,7 +116,7 @@ def test_standard_gamma_grad_nan_sample_gives_nan_and_subnormal_keeps_its_log():
     grad = standard_gamma_grad(a, x)
     assert grad[1].isnan() and grad[2] == 0
     # dx/da = x · d log x/da with d log x/da ≈ -log(x)/a-scale: compare with a float64 oracle
-    from tests.implicit import oracle
+    from tests.special import oracle
 
     reference = oracle.gamma_dz_dconcentration(1e-3, 5e-324)
     assert abs(grad[0].item() - reference) <= 1e-6 * abs(reference)
@@ -145,7 +145,7 @@ def test_compiled_float32_gamma_gradient_keeps_the_accuracy_target():
     # Inductor's vectorized float32 expm1 is exp(x) - 1 (pytorch/pytorch#189803); the kernel
     # computes float32 in float64 under torch.compile. Before that: 3.5e-4 at a = 1e4.
     import stochgrad.implicit as irt
-    from tests.implicit import oracle
+    from tests.special import oracle
 
     alpha = torch.full((16,), 1e4, requires_grad=True)
     torch.manual_seed(0)

@@ -1,4 +1,9 @@
-"""40-digit mpmath references for implicit gradients: dz/dθ = -(∂F/∂θ)(z) / p(z)."""
+"""40-digit mpmath references for the special functions and implicit gradients.
+
+dz/dθ = -(∂F/∂θ)(z) / p(z) for the Gamma, Beta, Student t and von Mises laws; the von Mises CDF.
+"""
+
+import functools
 
 import mpmath
 
@@ -73,3 +78,35 @@ def studentt_dz_ddf(df: float, t: float) -> float:
         - (df + 1) / 2 * mpmath.log1p(t * t / df)
     )
     return float(-mpmath.diff(cdf, df) / mpmath.exp(log_density))
+
+
+def _von_mises_nodes(x, kappa):
+    """Quadrature break points: multiples of the width 1/√κ around the mode and below x."""
+    width = 1 / mpmath.sqrt(kappa)
+    marks = [m * width for m in (-16, -8, -4, -2, -1, 0, 1, 2, 4, 8, 16)]
+    marks += [x - m * width for m in (64, 32, 16, 8, 4, 2, 1)]
+    return sorted({-mpmath.pi, x, *(m for m in marks if -mpmath.pi < m < x)})
+
+
+@functools.cache
+def von_mises_dz_dconcentration(x, kappa):
+    """dz/dκ = -∫_{-π}^{x} (cos t - A(κ)) p(t)/p(x) dt at 40 digits."""
+    with mpmath.workdps(40):
+        x, kappa = mpmath.mpf(x), mpmath.mpf(kappa)
+        ratio = mpmath.besseli(1, kappa) / mpmath.besseli(0, kappa)
+
+        def integrand(t):
+            return (mpmath.cos(t) - ratio) * mpmath.exp(kappa * (mpmath.cos(t) - mpmath.cos(x)))
+
+        return float(-mpmath.quad(integrand, _von_mises_nodes(x, kappa)))
+
+
+@functools.cache
+def von_mises_cdf(x, kappa):
+    """F(x) = ∫_{-π}^{x} p(t) dt at 40 digits."""
+    with mpmath.workdps(40):
+        x, kappa = mpmath.mpf(x), mpmath.mpf(kappa)
+        cdf = mpmath.quad(
+            lambda t: mpmath.exp(kappa * (mpmath.cos(t) - 1)), _von_mises_nodes(x, kappa)
+        )
+        return float(cdf * mpmath.exp(kappa) / (2 * mpmath.pi * mpmath.besseli(0, kappa)))
