@@ -1,18 +1,9 @@
 """The example registry covers every public class of stochgrad.implicit (as torch's
 test_has_examples)."""
 
-import inspect
-
-import torch.distributions as td
-
 import stochgrad.implicit as irt
 from tests.implicit.examples import EXAMPLES
-
-
-def public_classes(module):
-    """The distribution classes a module exports (aliases counted once)."""
-    objects = (getattr(module, name) for name in module.__all__)
-    return {obj for obj in objects if inspect.isclass(obj) and issubclass(obj, td.Distribution)}
+from tests.registry import public_classes
 
 
 def test_has_examples():
