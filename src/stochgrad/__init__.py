@@ -10,6 +10,6 @@ Subpackages:
 
 from stochgrad import kl  # registers every KL divergence with torch.distributions
 
-__version__ = "0.1.0"
+__version__ = "0.2.0"
 
 __all__ = ["__version__", "kl"]
