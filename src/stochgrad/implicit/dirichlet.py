@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad.implicit._core import half_in_float32
 from stochgrad.implicit._sampling import log_standard_gamma
 
 __all__ = ["Dirichlet"]
@@ -47,6 +48,9 @@ class Dirichlet(torch.distributions.Dirichlet):
         new = self._get_checked_instance(Dirichlet, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    log_prob = half_in_float32(torch.distributions.Dirichlet.log_prob)
+
+    @half_in_float32
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         log_gamma = log_standard_gamma(self.concentration.expand(shape))
