@@ -9,12 +9,13 @@ from torch.distributions.utils import broadcast_all
 
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.beta import beta_grad, betainc
 
 __all__ = ["Beta"]
 
 
-class Beta(torch.distributions.Beta):
+class Beta(PyroCompatible, torch.distributions.Beta):
     r"""Beta(concentration1, concentration0) whose ``rsample`` carries accurate implicit gradients.
 
     ``dz/da = -(∂I_z(a, b)/∂a) / p(z)`` and likewise for ``b`` (``I`` the regularized incomplete

@@ -8,11 +8,12 @@ from torch.distributions import constraints
 
 from stochgrad.implicit._core import half_in_float32
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.pyro import PyroCompatible
 
 __all__ = ["Dirichlet"]
 
 
-class Dirichlet(torch.distributions.Dirichlet):
+class Dirichlet(PyroCompatible, torch.distributions.Dirichlet):
     r"""Dirichlet(concentration) reparameterized through normalized implicit-gradient Gammas.
 
     ``z = softmax(log G)`` with ``G_k ~ Gamma(α_k, 1)`` drawn in log space; each ``d log G_k/dα_k``

@@ -7,12 +7,13 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.gamma import gammainc, standard_gamma_log_grad
 
 __all__ = ["Gamma"]
 
 
-class Gamma(torch.distributions.Gamma):
+class Gamma(PyroCompatible, torch.distributions.Gamma):
     r"""Gamma(concentration, rate) whose ``rsample`` carries accurate implicit gradients.
 
     ``dz/dα = -(∂P(α, βz)/∂α) / (β p(βz))`` (``P`` the regularized incomplete gamma function),

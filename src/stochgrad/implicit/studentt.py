@@ -10,13 +10,14 @@ from torch.distributions import constraints
 
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.beta import beta_grad, betainc
 from stochgrad.special.elementary import log1p_square
 
 __all__ = ["StudentT"]
 
 
-class StudentT(torch.distributions.StudentT):
+class StudentT(PyroCompatible, torch.distributions.StudentT):
     r"""StudentT(df, loc, scale) whose ``rsample`` carries the implicit gradient for ``df``.
 
     With ``t = (z - loc)/scale``, ``y = ν/(ν + t²)`` and ``F(t) = 1 - ½ I_y(ν/2, ½)`` for ``t > 0``:
