@@ -34,9 +34,7 @@ def test_studentt_float32_small_df_draws_and_log_prob_are_finite(df):
     assert torch.isfinite(log_prob).all()
     # the float32 density agrees with scipy's float64 one at the same (float32) points
     reference = stats.t.logpdf(z.detach().double().numpy(), df, loc=0.5, scale=0.7)
-    torch.testing.assert_close(
-        log_prob.double(), torch.from_numpy(reference), rtol=2e-6, atol=2e-5
-    )
+    torch.testing.assert_close(log_prob.double(), torch.from_numpy(reference), rtol=2e-6, atol=2e-5)
     z.abs().log().mean().backward()
     assert torch.isfinite(df_param.grad)
 
