@@ -39,7 +39,7 @@ class Case:
 
 
 def _leaf(value: torch.Tensor, dtype: torch.dtype, leaves: list | None) -> torch.Tensor:
-    value = value.to(dtype)
+    value = value.detach().to(dtype)  # registry tensors are shared between test modules
     if leaves is not None and value.is_floating_point():
         value = value.detach().clone().requires_grad_()
         leaves.append(value)
