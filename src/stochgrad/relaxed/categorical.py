@@ -2,7 +2,7 @@
 
 These are torch's own classes, re-exported so that :mod:`stochgrad.relaxed` is one entry point; the
 subclasses add the hooks ``pyro.sample`` needs (see :class:`PyroCompatible`), and
-:class:`RelaxedOneHotCategorical` keeps its draws finite in log space at cold temperatures.
+:class:`RelaxedOneHotCategorical` keeps cold draws on the simplex with a finite ``log_prob``.
 """
 
 from __future__ import annotations
