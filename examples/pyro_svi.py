@@ -80,11 +80,12 @@ def main(argv: list[str] | None = None) -> dict[str, float]:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--steps", type=int, default=300)
     parser.add_argument("--items", type=int, default=20)
+    parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--tiny", action="store_true", help="5 steps on 3 items")
     args = parser.parse_args(argv)
     steps, items = (5, 3) if args.tiny else (args.steps, args.items)
 
-    torch.manual_seed(0)
+    torch.manual_seed(args.seed)
     pyro.clear_param_store()
     data = make_data(items)
     svi = SVI(model, guide, Adam({"lr": 0.05}), Trace_ELBO())

@@ -5,8 +5,11 @@ Pyro is optional; these tests are skipped without it.
 
 from __future__ import annotations
 
+import importlib.util
+import math
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -208,3 +211,13 @@ def test_svi_moves_the_posterior_the_right_way():
     assert (torch.softmax(p["location_logits"], -1)[:, 1] > 0.6).all()
     # Relaxed Bernoulli: the gates open.
     assert (torch.sigmoid(p["gate_logits"]) > 0.6).all()
+
+
+def test_example_script_runs_at_tiny_size(capsys):
+    path = Path(__file__).parents[1] / "examples" / "pyro_svi.py"
+    spec = importlib.util.spec_from_file_location("pyro_svi_example", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    summary = module.main(["--tiny"])
+    assert all(math.isfinite(value) for value in summary.values())
+    assert "ELBO loss" in capsys.readouterr().out
