@@ -116,6 +116,16 @@ with pyro.plate("items", 4):
     subprocess.run([sys.executable, "-c", code], check=True)
 
 
+def test_an_unusable_pyro_does_not_break_the_classes():
+    code = """
+import sys, types
+sys.modules["pyro"] = types.ModuleType("pyro")  # imported, but without pyro.distributions
+import torch, stochgrad.implicit as irt
+assert irt.Gamma(torch.tensor(2.0), torch.tensor(1.0)).sample().shape == ()
+"""
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
 # --- SVI: a model and guide built from implicit and relaxed classes under a plate ------------
 
 N = 4

@@ -52,6 +52,21 @@ def register() -> None:
     _registered = True
 
 
+_tried = False
+
+
+def _register_once() -> None:
+    """:func:`register` on first use; an unusable Pyro must not break stochgrad's classes."""
+    global _tried
+    if _tried:
+        return
+    _tried = True
+    try:
+        register()
+    except ImportError:
+        pass
+
+
 class PyroCompatible:
     """The hooks ``pyro.sample``, Pyro's plates and ELBOs call on a distribution.
 
@@ -63,7 +78,7 @@ class PyroCompatible:
     def __new__(cls, *args, **kwargs):
         # __new__, not __init__: torch's expand() compares a subclass's __init__ with its own.
         if not _registered and not torch.compiler.is_compiling() and "pyro" in sys.modules:
-            register()
+            _register_once()
         return super().__new__(cls)
 
     def __call__(self, sample_shape: torch.Size = _EMPTY) -> Tensor:
