@@ -7,9 +7,11 @@ parametrized over the example registry ``tests/implicit/examples.py`` plus ``EXT
 that torch's classes accept and that the registry's gradient tests do not need (mixtures of
 multivariate, bounded and discrete components, unbatched weights).
 
-A check that fails because of an open item of issue 11 owned elsewhere is marked
-``xfail(strict=True)`` with that item in its reason (see ``KNOWN``): it shows as XFAIL until the
-fix lands and then fails as XPASS, so the marker must be removed with the fix.
+Checks that fail because of an open item of issue 11 owned by another change are expected
+failures that name the item, never silent skips: a whole case in ``BROKEN_CASES`` (xfailed while
+its probe still raises, and ``test_broken_cases_are_still_broken`` fails as a strict XPASS once
+the probe passes), a single check in ``KNOWN`` (``xfail(strict=True)``). Either way the entry
+must be deleted with the fix. ``SKIPPED`` holds what torch itself cannot do.
 """
 
 from __future__ import annotations
@@ -187,7 +189,7 @@ def _params(check: str, cases=CASES):
     return [pytest.param(case, id=case.name, marks=marks(case)) for case in cases]
 
 
-def _known(case: Case, check: str = "") -> None:
+def _known(case: Case) -> None:
     """xfail every check of a case whose known problem is still there."""
     if case.name in BROKEN_CASES:
         reason, probe = BROKEN_CASES[case.name]
@@ -236,7 +238,7 @@ def test_constructs(case):
 
 @pytest.mark.parametrize("case", _params("shapes"))
 def test_sample_and_log_prob_shapes(case):
-    _known(case, "shapes")
+    _known(case)
     dist = case.build(torch.float64)
     assert isinstance(dist.batch_shape, torch.Size) and isinstance(dist.event_shape, torch.Size)
     for sample_shape in [(), (2,), (2, 3)]:
@@ -255,7 +257,7 @@ def test_sample_and_log_prob_shapes(case):
 @pytest.mark.parametrize("case", _params("rsample"))
 def test_rsample_carries_gradients_or_says_it_cannot(case):
     # torch's test_rsample_requires_grad; has_rsample must tell the truth either way.
-    _known(case, "rsample")
+    _known(case)
     leaves: list[torch.Tensor] = []
     dist = case.build(torch.float64, leaves)
     if not dist.has_rsample:
@@ -274,7 +276,7 @@ def test_rsample_carries_gradients_or_says_it_cannot(case):
 
 @pytest.mark.parametrize("case", _params("expand"))
 def test_expand(case):
-    _known(case, "expand")
+    _known(case)
     dist = case.build(torch.float64)
     for prefix in [(), (2,), (3, 2)]:
         batch_shape = torch.Size(prefix) + dist.batch_shape
@@ -289,7 +291,7 @@ def test_expand(case):
 @pytest.mark.parametrize("case", _params("subclass_expand"))
 def test_subclass_expand(case):
     # torch's test_distribution_subclass_expand: a user subclass keeps its class through expand.
-    _known(case, "subclass_expand")
+    _known(case)
     dist = case.build(torch.float64)
     subclass = type("UserSubclass", (type(dist),), {})
     dist.__class__ = subclass
@@ -303,7 +305,7 @@ def test_subclass_expand(case):
 @pytest.mark.parametrize("case", _params("empty_batch"))
 def test_empty_batch(case):
     # torch returns empty tensors for an empty batch (validation off, as torch's own check).
-    _known(case, "empty_batch")
+    _known(case)
     dist = case.build(torch.float64)
     empty = dist.expand((0, *dist.batch_shape))
     empty._validate_args = False
@@ -319,7 +321,7 @@ def test_empty_batch(case):
 
 @pytest.mark.parametrize("case", _params("support"))
 def test_support_and_parameter_constraints(case):
-    _known(case, "support")
+    _known(case)
     dist = case.build(torch.float64)
     torch.manual_seed(0)
     value = dist.sample((100,))
@@ -345,7 +347,7 @@ def _cdf_or_skip(dist, value):
 
 @pytest.mark.parametrize("case", _params("cdf_icdf"))
 def test_icdf_inverts_cdf(case):
-    _known(case, "cdf_icdf")
+    _known(case)
     dist = case.build(torch.float64)
     torch.manual_seed(0)
     value = dist.sample((20,))
@@ -359,7 +361,7 @@ def test_icdf_inverts_cdf(case):
 
 @pytest.mark.parametrize("case", _params("cdf_pdf"))
 def test_cdf_derivative_is_the_density(case):
-    _known(case, "cdf_pdf")
+    _known(case)
     dist = case.build(torch.float64)
     if dist.event_shape or dist.support.is_discrete:
         pytest.skip("multivariate or discrete: no scalar cdf derivative")
@@ -372,7 +374,7 @@ def test_cdf_derivative_is_the_density(case):
 
 @pytest.mark.parametrize("case", _params("cdf_range"))
 def test_cdf_is_a_probability_and_increases(case):
-    _known(case, "cdf_range")
+    _known(case)
     dist = case.build(torch.float64)
     if dist.event_shape:
         pytest.skip("multivariate: no cdf")
@@ -392,7 +394,7 @@ ENTROPY_DRAWS = 100_000
 def test_entropy_matches_monte_carlo(case):
     # Seed 0, 10⁵ draws, within 5 standard errors; the twin moves the claim by 0.1 nats or 5 %,
     # whichever is larger, and must be rejected (the test has the power to see such an error).
-    _known(case, "entropy")
+    _known(case)
     dist = case.build(torch.float64)
     try:
         entropy = dist.entropy()
@@ -413,7 +415,7 @@ def test_entropy_matches_monte_carlo(case):
 
 @pytest.mark.parametrize("case", _params("kl"))
 def test_kl_shape_and_self_divergence(case):
-    _known(case, "kl")
+    _known(case)
     dist = case.build(torch.float64)
     try:
         kl = kl_divergence(dist, dist)
@@ -448,7 +450,7 @@ def _outside(dist: td.Distribution, value: torch.Tensor) -> torch.Tensor:
 
 @pytest.mark.parametrize("case", _params("validate_value"))
 def test_log_prob_validates_its_argument(case):
-    _known(case, "validate_value")
+    _known(case)
     dist = case.build(torch.float64)
     dist._validate_args = True
     value = dist.sample()
@@ -560,7 +562,7 @@ def test_every_public_class_has_a_bad_example():
 
 @pytest.mark.parametrize("case", _params("pickle"))
 def test_pickle_and_deepcopy_keep_the_law(case):
-    _known(case, "pickle")
+    _known(case)
     dist = case.build(torch.float64)
     value = dist.sample((5,))
     for clone in (pickle.loads(pickle.dumps(dist)), copy.deepcopy(dist)):
@@ -571,7 +573,7 @@ def test_pickle_and_deepcopy_keep_the_law(case):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64], ids=["float32", "float64"])
 @pytest.mark.parametrize("case", _params("dtype"))
 def test_dtype_propagates(case, dtype):
-    _known(case, "dtype")
+    _known(case)
     dist = case.build(dtype)
     value = dist.sample((3,))
     if not dist.support.is_discrete:
