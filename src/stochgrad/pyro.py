@@ -26,9 +26,11 @@ Example::
 from __future__ import annotations
 
 import sys
+from typing import TYPE_CHECKING
 
 import torch
 from torch import Tensor
+from torch.distributions import Distribution
 
 __all__ = ["PyroCompatible", "register"]
 
@@ -67,7 +69,13 @@ def _register_once() -> None:
         pass
 
 
-class PyroCompatible:
+if TYPE_CHECKING:
+    _DistributionMixin = Distribution  # the classes that mix this in are Distributions
+else:
+    _DistributionMixin = object
+
+
+class PyroCompatible(_DistributionMixin):
     """The hooks ``pyro.sample``, Pyro's plates and ELBOs call on a distribution.
 
     A mixin placed first in the bases of a ``torch.distributions.Distribution`` subclass; it
