@@ -13,12 +13,22 @@ Second derivatives through the sample are not provided (``dz/dθ`` is treated as
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Sequence
 
 import torch
 from torch import Tensor
+from torch.distributions import constraints
 
-__all__ = ["attach_gradients", "implicit_from_cdf", "implicit_triangular", "needs_grad"]
+__all__ = [
+    "attach_gradients",
+    "half_in_float32",
+    "implicit_from_cdf",
+    "implicit_triangular",
+    "needs_grad",
+]
+
+_HALF = (torch.float16, torch.bfloat16)
 
 
 def needs_grad(*params: Tensor) -> bool:
@@ -73,3 +83,43 @@ def implicit_triangular(
         cdf_value, density = conditional(d, previous)
         previous.append(z[..., d] - (cdf_value - cdf_value.detach()) / density.detach())
     return torch.stack(previous, dim=-1)
+
+
+def half_in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
+    """Run a distribution method in float32 when the parameters are float16/bfloat16.
+
+    The decorated method is called on a float32 twin built from the parameters named in
+    ``arg_constraints`` (casts keep the autograd graph), tensor arguments are cast to float32 and
+    the result is cast back to the parameters' dtype. torch has no half-precision Gamma sampler
+    on CPU and half ``lgamma``/quadrature lose most digits, so this is the documented behaviour.
+    """
+
+    @functools.wraps(method)
+    def wrapper(self, *args, **kwargs):
+        names = list(self.arg_constraints)
+        dtype = getattr(self, names[0]).dtype
+        if dtype not in _HALF:
+            return method(self, *args, **kwargs)
+        twin = type(self)(
+            **{name: getattr(self, name).float() for name in names},
+            validate_args=self._validate_args,
+        )
+        args = [a.float() if isinstance(a, Tensor) else a for a in args]
+        if args and isinstance(args[0], Tensor) and self.support is constraints.simplex:
+            args[0] = _renormalized(args[0], dtype, self._validate_args)
+        return method(twin, *args, **kwargs).to(dtype)
+
+    return wrapper
+
+
+def _renormalized(value: Tensor, dtype: torch.dtype, validate: bool) -> Tensor:
+    """A simplex point given in ``dtype``: sums to 1 only within that dtype's rounding."""
+    if validate:
+        tolerance = value.shape[-1] * torch.finfo(dtype).eps
+        inside = (value >= 0).all(-1) & ((value.sum(-1) - 1).abs() <= tolerance)
+        if not torch._is_all_true(inside):
+            raise ValueError(
+                f"value must lie on the simplex (entries >= 0 summing to 1 within {tolerance:.1e}"
+                f" in {dtype}), got {value}"
+            )
+    return value / value.sum(-1, keepdim=True)

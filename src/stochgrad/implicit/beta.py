@@ -7,14 +7,15 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
-from stochgrad.implicit._core import attach_gradients, needs_grad
+from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.beta import beta_grad, betainc
 
 __all__ = ["Beta"]
 
 
-class Beta(torch.distributions.Beta):
+class Beta(PyroCompatible, torch.distributions.Beta):
     r"""Beta(concentration1, concentration0) whose ``rsample`` carries accurate implicit gradients.
 
     ``dz/da = -(∂I_z(a, b)/∂a) / p(z)`` and likewise for ``b`` (``I`` the regularized incomplete
@@ -59,6 +60,9 @@ class Beta(torch.distributions.Beta):
         new = self._get_checked_instance(Beta, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    log_prob = half_in_float32(torch.distributions.Beta.log_prob)
+
+    @half_in_float32
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         a = self.concentration1.expand(shape)
@@ -72,6 +76,7 @@ class Beta(torch.distributions.Beta):
         grad_a, grad_b = beta_grad(a.detach(), b.detach(), z)
         return attach_gradients(z, [a, b], [grad_a, grad_b])
 
+    @half_in_float32
     def cdf(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)

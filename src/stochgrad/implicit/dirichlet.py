@@ -6,12 +6,14 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad.implicit._core import half_in_float32
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.pyro import PyroCompatible
 
 __all__ = ["Dirichlet"]
 
 
-class Dirichlet(torch.distributions.Dirichlet):
+class Dirichlet(PyroCompatible, torch.distributions.Dirichlet):
     r"""Dirichlet(concentration) reparameterized through normalized implicit-gradient Gammas.
 
     ``z = softmax(log G)`` with ``G_k ~ Gamma(α_k, 1)`` drawn in log space; each ``d log G_k/dα_k``
@@ -47,6 +49,9 @@ class Dirichlet(torch.distributions.Dirichlet):
         new = self._get_checked_instance(Dirichlet, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    log_prob = half_in_float32(torch.distributions.Dirichlet.log_prob)
+
+    @half_in_float32
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         log_gamma = log_standard_gamma(self.concentration.expand(shape))

@@ -7,6 +7,7 @@ import torch.distributions as td
 from torch import Tensor
 
 from stochgrad.implicit._core import implicit_from_cdf, needs_grad
+from stochgrad.pyro import PyroCompatible
 
 __all__ = ["Factorized", "ImplicitReparam"]
 
@@ -44,7 +45,7 @@ def _tensors_of(dist: td.Distribution, seen: set[int] | None = None) -> list[Ten
     return out
 
 
-class Factorized(td.Distribution):
+class Factorized(PyroCompatible, td.Distribution):
     """Wrap a univariate, batched or ``Independent`` law that has a ``cdf`` to give it ``rsample``.
 
     Gradient path: every coordinate is reparameterized on its own,

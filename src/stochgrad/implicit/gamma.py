@@ -6,13 +6,14 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.implicit._core import attach_gradients, needs_grad
+from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.gamma import gammainc, standard_gamma_log_grad
 
 __all__ = ["Gamma"]
 
 
-class Gamma(torch.distributions.Gamma):
+class Gamma(PyroCompatible, torch.distributions.Gamma):
     r"""Gamma(concentration, rate) whose ``rsample`` carries accurate implicit gradients.
 
     ``dz/dα = -(∂P(α, βz)/∂α) / (β p(βz))`` (``P`` the regularized incomplete gamma function),
@@ -42,6 +43,9 @@ class Gamma(torch.distributions.Gamma):
         new = self._get_checked_instance(Gamma, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    log_prob = half_in_float32(torch.distributions.Gamma.log_prob)
+
+    @half_in_float32
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         concentration = self.concentration.expand(shape)
@@ -55,6 +59,7 @@ class Gamma(torch.distributions.Gamma):
             x = attach_gradients(x, [concentration], [dx_da])
         return x / self.rate.expand(shape)
 
+    @half_in_float32
     def cdf(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)

@@ -22,6 +22,7 @@ from torch.distributions import constraints
 
 from stochgrad.implicit._core import implicit_triangular, needs_grad
 from stochgrad.implicit.factorized import _coordinates, _tensors_of
+from stochgrad.pyro import PyroCompatible
 
 __all__ = ["Mixture", "MixtureSameFamily"]
 
@@ -184,7 +185,7 @@ def _mixture_rsample(
     return implicit_triangular(z, conditional)
 
 
-class MixtureSameFamily(td.MixtureSameFamily):
+class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
     """Mixture of one family (``torch.distributions.MixtureSameFamily``) with ``rsample``.
 
     Gradient path: ``dz/dθ = -(∂u/∂z)⁻¹ ∂u/∂θ`` through the distributional transform
@@ -250,7 +251,7 @@ class MixtureSameFamily(td.MixtureSameFamily):
         return out.reshape(z.shape)
 
 
-class Mixture(td.Distribution):
+class Mixture(PyroCompatible, td.Distribution):
     """Mixture of distributions of different families, with ``rsample``.
 
     ``p(z) = Σ_k w_k p_k(z)``; the gradient path is the distributional transform of

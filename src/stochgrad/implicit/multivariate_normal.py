@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import torch
 
+from stochgrad.pyro import PyroCompatible
+
 __all__ = ["MultivariateNormal"]
 
 
-class MultivariateNormal(torch.distributions.MultivariateNormal):
+class MultivariateNormal(PyroCompatible, torch.distributions.MultivariateNormal):
     r"""MultivariateNormal(loc, covariance_matrix | scale_tril | precision_matrix).
 
     The implicit gradient through the sequence of conditional CDFs

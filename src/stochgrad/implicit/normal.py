@@ -7,11 +7,12 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.implicit._core import attach_gradients
+from stochgrad.pyro import PyroCompatible
 
 __all__ = ["Normal"]
 
 
-class Normal(torch.distributions.Normal):
+class Normal(PyroCompatible, torch.distributions.Normal):
     r"""Normal(loc, scale); ``Normal(mean, covariance_matrix=...)`` gives a full-covariance one.
 
     For ``F(z) = Φ((z - μ)/σ)`` the implicit derivative ``-(∂F/∂θ)/p`` is ``dz/dμ = 1`` and

@@ -2,23 +2,30 @@
 
 from __future__ import annotations
 
+import math
+
 import torch
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.implicit._core import attach_gradients, needs_grad
+from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.beta import beta_grad, betainc
+from stochgrad.special.elementary import log1p_square
 
 __all__ = ["StudentT"]
 
 
-class StudentT(torch.distributions.StudentT):
+class StudentT(PyroCompatible, torch.distributions.StudentT):
     r"""StudentT(df, loc, scale) whose ``rsample`` carries the implicit gradient for ``df``.
 
     With ``t = (z - loc)/scale``, ``y = ν/(ν + t²)`` and ``F(t) = 1 - ½ I_y(ν/2, ½)`` for ``t > 0``:
     ``dt/dν = (½ K (ν + t²)² + t²) / (2 ν t)`` where ``K = (∂I_y/∂a) / p_Beta(y)`` at ``a = ν/2``;
     ``dz/dloc = 1``, ``dz/dscale = t``. Figurnov, Mohamed & Mnih, NeurIPS 2018.
+    Draws beyond the largest float are kept at ``±finfo.max`` (in float32 at ``ν = 0.1`` about
+    1 in 10⁴ lies there) and ``log_prob`` uses ``log1p((t/√ν)²)`` in log space, so both stay
+    finite wherever torch's ``y²`` overflows.
 
     Args:
         df: degrees of freedom ``ν > 0``.
@@ -47,6 +54,7 @@ class StudentT(torch.distributions.StudentT):
         new = self._get_checked_instance(StudentT, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    @half_in_float32
     def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         df = self.df.expand(shape)
@@ -55,10 +63,29 @@ class StudentT(torch.distributions.StudentT):
             log_g = log_standard_gamma(df.detach() / 2)
             normal = torch.randn(shape, dtype=df.dtype, device=df.device)
             t = normal * torch.exp(0.5 * (torch.log(df.detach() / 2) - log_g))
+            largest = torch.finfo(t.dtype).max
+            t = t.clamp(-largest, largest)  # an overflowed ±inf becomes the largest float
         if needs_grad(df):
-            t = attach_gradients(t, [df], [_dt_ddf(df.detach(), t)])
+            # A clamped draw does not move with ν; elsewhere dt/dν may itself exceed the range.
+            dt_ddf = torch.where(t.abs() < largest, _dt_ddf(df.detach(), t), 0.0)
+            t = attach_gradients(t, [df], [dt_ddf.clamp(-largest, largest)])
         return self.loc.expand(shape) + self.scale.expand(shape) * t
 
+    @half_in_float32
+    def log_prob(self, value: Tensor) -> Tensor:
+        if self._validate_args:
+            self._validate_sample(value)
+        y = (value - self.loc) / self.scale
+        log_normalizer = (
+            self.scale.log()
+            + 0.5 * self.df.log()
+            + 0.5 * math.log(math.pi)
+            + torch.lgamma(0.5 * self.df)
+            - torch.lgamma(0.5 * (self.df + 1.0))
+        )
+        return -0.5 * (self.df + 1.0) * log1p_square(y, self.df.sqrt()) - log_normalizer
+
+    @half_in_float32
     def cdf(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)

@@ -11,6 +11,7 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from stochgrad.implicit._core import attach_gradients, needs_grad
+from stochgrad.pyro import PyroCompatible
 
 __all__ = ["TruncatedNormal"]
 
@@ -109,7 +110,7 @@ def _bound_sensitivities(xi: Tensor, alpha: Tensor, beta: Tensor) -> tuple[Tenso
     return torch.where(flip, from_high, from_low), torch.where(flip, from_low, from_high)
 
 
-class TruncatedNormal(td.Distribution):
+class TruncatedNormal(PyroCompatible, td.Distribution):
     """Normal law ``N(loc, scale²)`` restricted to ``[low, high]``, with ``rsample``.
 
     Gradient path (``ξ = (z - loc)/scale``, ``α, β`` the standardized bounds, ``F`` the CDF):

@@ -11,12 +11,13 @@ from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
 from stochgrad.implicit._core import attach_gradients, needs_grad
+from stochgrad.pyro import PyroCompatible
 from stochgrad.special.vonmises import von_mises_cdf, von_mises_cdf_and_dz_dconcentration
 
 __all__ = ["VonMises"]
 
 
-class VonMises(td.VonMises):
+class VonMises(PyroCompatible, td.VonMises):
     """Circular von Mises law ``p(z) ∝ exp(κ cos(z - loc))`` with ``rsample``.
 
     Gradient path: ``dz/dloc = 1`` and ``dz/dκ = -(∂F(z - loc; κ)/∂κ) / p(z)``, with ``F`` the

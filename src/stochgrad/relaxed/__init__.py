@@ -2,12 +2,10 @@
 
 Every class is a :class:`torch.distributions.Distribution` whose ``rsample`` carries gradients
 and whose ``log_prob`` describes the law of ``rsample``; all of them can be used with
-``pyro.sample``. Their KL divergences are registered in :mod:`stochgrad.kl`.
+``pyro.sample`` (see :mod:`stochgrad.pyro`). Their KL divergences are registered in
+:mod:`stochgrad.kl`.
 """
 
-from torch.distributions import Distribution
-
-from stochgrad.relaxed._utils import register_with_pyro
 from stochgrad.relaxed.categorical import (
     RelaxedBernoulli,
     RelaxedOneHotCategorical,
@@ -48,12 +46,3 @@ __all__ = [
     "lognorm_approximation",
     "softmax_plus_plus",
 ]
-
-# Pyro's plates broadcast only its own distributions: register every class above with it.
-register_with_pyro(
-    [
-        obj
-        for obj in (globals()[name] for name in __all__)
-        if isinstance(obj, type) and issubclass(obj, Distribution)
-    ]
-)

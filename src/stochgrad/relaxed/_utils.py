@@ -1,8 +1,6 @@
-"""Numerics shared by the relaxed families: the straight-through trick, noise and Pyro hooks."""
+"""Numerics shared by the relaxed families: the straight-through trick and noise."""
 
 from __future__ import annotations
-
-import importlib.util
 
 import torch
 import torch.nn.functional as F
@@ -10,11 +8,12 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import clamp_probs, probs_to_logits
 
+from stochgrad.pyro import PyroCompatible  # the mixin every relaxed family subclasses
+
 __all__ = [
     "EMPTY_SHAPE",
     "PyroCompatible",
     "open_unit_interval",
-    "register_with_pyro",
     "binary_concrete_log_prob",
     "conditional_logistic",
     "gumbel_like",
@@ -121,66 +120,3 @@ def binary_concrete_log_prob(value: Tensor, logit: Tensor, temperature: Tensor) 
         - log_value
         - log1m_value
     )
-
-
-class PyroCompatible:
-    """The hooks ``pyro.sample``, Pyro's plates and ELBOs call on a distribution.
-
-    Pyro is optional: it is imported only inside the methods that return Pyro objects, and by
-    :func:`register_with_pyro`, which makes the classes virtual Pyro distributions.
-    """
-
-    def __call__(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
-        if self.has_rsample:
-            return self.rsample(sample_shape)
-        return self.sample(sample_shape)
-
-    @property
-    def event_dim(self) -> int:
-        return len(self.event_shape)
-
-    def shape(self, sample_shape: torch.Size = EMPTY_SHAPE) -> torch.Size:
-        return torch.Size(sample_shape) + self.batch_shape + self.event_shape
-
-    def expand_by(self, sample_shape: torch.Size):
-        return self.expand(torch.Size(sample_shape) + self.batch_shape)
-
-    def score_parts(self, value: Tensor):
-        from pyro.distributions.score_parts import ScoreParts
-
-        log_prob = self.log_prob(value)
-        # A reparameterized site needs no score-function term.
-        score_function = 0 if self.has_rsample else log_prob
-        return ScoreParts(log_prob=log_prob, score_function=score_function, entropy_term=log_prob)
-
-    def to_event(self, reinterpreted_batch_ndims: int | None = None):
-        from pyro.distributions import Independent
-
-        if reinterpreted_batch_ndims is None:
-            reinterpreted_batch_ndims = len(self.batch_shape)
-        if reinterpreted_batch_ndims == 0:
-            return self
-        return Independent(self, reinterpreted_batch_ndims)
-
-    def mask(self, mask: Tensor | bool):
-        from pyro.distributions import MaskedDistribution
-
-        return MaskedDistribution(self, mask)
-
-
-def register_with_pyro(classes: list[type]) -> None:
-    """Make ``classes`` count as Pyro distributions when Pyro is installed (a no-op otherwise).
-
-    Pyro's plates only broadcast sites whose distribution is a ``TorchDistributionMixin``; its
-    metaclass is an ABC, so registering the classes as virtual subclasses suffices and keeps
-    Pyro out of their bases.
-    """
-    if importlib.util.find_spec("pyro") is None:
-        return
-    try:
-        from pyro.distributions.torch_distribution import TorchDistributionMixin
-    except ImportError:  # an installed but unusable Pyro must not break stochgrad
-        return
-
-    for cls in classes:
-        TorchDistributionMixin.register(cls)

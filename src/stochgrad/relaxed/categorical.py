@@ -1,14 +1,16 @@
 """torch's relaxed families and straight-through one-hot categorical, callable from Pyro models.
 
 These are torch's own classes, re-exported so that :mod:`stochgrad.relaxed` is one entry point; the
-subclasses only add the hooks ``pyro.sample`` needs (see :class:`PyroCompatible`).
+subclasses add the hooks ``pyro.sample`` needs (see :class:`PyroCompatible`), and
+:class:`RelaxedOneHotCategorical` keeps cold draws on the simplex with a finite ``log_prob``.
 """
 
 from __future__ import annotations
 
-from torch import distributions
+import torch
+from torch import Tensor, distributions
 
-from stochgrad.relaxed._utils import PyroCompatible
+from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like
 
 __all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical", "StraightThroughOneHotCategorical"]
 
@@ -39,6 +41,10 @@ class RelaxedOneHotCategorical(PyroCompatible, distributions.RelaxedOneHotCatego
     Math: ``g`` i.i.d. Gumbel; density over the first n-1 coordinates as in Maddison et al. (2017).
     Jang, Gu & Poole, ICLR 2017; Maddison, Mnih & Teh, ICLR 2017.
 
+    Unlike torch's class, draws are formed by one ``softmax`` (torch exponentiates a log-softmax,
+    whose float32 rows miss the simplex tolerance) and kept ``>= finfo.tiny``: at temperature 0.1
+    in float32 torch's weights underflow to exact zeros and ``log_prob`` is NaN.
+
     Args:
         temperature: temperature > 0.
         probs: category probabilities (give ``probs`` or ``logits``).
@@ -50,6 +56,17 @@ class RelaxedOneHotCategorical(PyroCompatible, distributions.RelaxedOneHotCatego
         >>> RelaxedOneHotCategorical(torch.tensor(0.5), logits=torch.zeros(3)).rsample().shape
         torch.Size([3])
     """
+
+    def expand(self, batch_shape, _instance=None):
+        new = self._get_checked_instance(RelaxedOneHotCategorical, _instance)
+        return super().expand(batch_shape, _instance=new)
+
+    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+        logits = self.logits
+        noise = gumbel_like(self._extended_shape(sample_shape), logits)
+        weights = torch.softmax((logits + noise) / self.temperature.unsqueeze(-1), dim=-1)
+        # The floor moves a row's sum by at most n · tiny, far inside the simplex tolerance.
+        return weights.clamp_min(torch.finfo(weights.dtype).tiny)
 
 
 class StraightThroughOneHotCategorical(
