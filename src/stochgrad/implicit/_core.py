@@ -20,6 +20,8 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad.special._autograd import gradient_only
+
 __all__ = [
     "attach_gradients",
     "half_in_float32",
@@ -46,7 +48,7 @@ def attach_gradients(z: Tensor, params: Sequence[Tensor], dz_dparams: Sequence[T
     out = z.detach()
     for param, dz in zip(params, dz_dparams, strict=True):
         if isinstance(param, Tensor) and param.requires_grad:
-            out = out + (param - param.detach()) * dz.detach()
+            out = out + gradient_only(param) * dz.detach()
     return out
 
 
@@ -61,7 +63,7 @@ def implicit_from_cdf(
     z = z.detach()
     cdf_value = cdf(z)
     density = log_prob(z).detach().exp()
-    return z - (cdf_value - cdf_value.detach()) / density
+    return z - gradient_only(cdf_value) / density
 
 
 def implicit_triangular(
@@ -81,7 +83,7 @@ def implicit_triangular(
     previous: list[Tensor] = []
     for d in range(z.shape[-1]):
         cdf_value, density = conditional(d, previous)
-        previous.append(z[..., d] - (cdf_value - cdf_value.detach()) / density.detach())
+        previous.append(z[..., d] - gradient_only(cdf_value) / density.detach())
     return torch.stack(previous, dim=-1)
 
 

@@ -9,6 +9,7 @@ from torch.distributions import constraints
 from stochgrad.implicit._core import half_in_float32
 from stochgrad.implicit._sampling import log_standard_gamma
 from stochgrad.pyro import PyroCompatible
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["Dirichlet"]
 
@@ -58,4 +59,4 @@ class Dirichlet(PyroCompatible, torch.distributions.Dirichlet):
         z = torch.softmax(log_gamma, dim=-1)
         tiny = torch.finfo(z.dtype).tiny
         # Keep samples inside the open simplex without touching the gradient path.
-        return z + (z.detach().clamp(min=tiny) - z.detach())
+        return z.detach().clamp(min=tiny) + gradient_only(z)
