@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, needs_grad
 from stochgrad.implicit._sampling import log_standard_gamma
 from stochgrad.special.beta import beta_grad, betainc
@@ -59,7 +60,7 @@ class Beta(torch.distributions.Beta):
         new = self._get_checked_instance(Beta, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         a = self.concentration1.expand(shape)
         b = self.concentration0.expand(shape)

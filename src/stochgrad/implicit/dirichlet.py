@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._sampling import log_standard_gamma
 
 __all__ = ["Dirichlet"]
@@ -47,7 +48,7 @@ class Dirichlet(torch.distributions.Dirichlet):
         new = self._get_checked_instance(Dirichlet, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         log_gamma = log_standard_gamma(self.concentration.expand(shape))
         z = torch.softmax(log_gamma, dim=-1)

@@ -6,6 +6,7 @@ import torch
 import torch.distributions as td
 from torch import Tensor
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import implicit_from_cdf, needs_grad
 
 __all__ = ["Factorized", "ImplicitReparam"]
@@ -103,13 +104,13 @@ class Factorized(td.Distribution):
     def variance(self) -> Tensor:
         return self.base.variance
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         z = self.base.sample(sample_shape)
         if not needs_grad(*_tensors_of(self.base)):
             return z
         return implicit_from_cdf(z, self._coordinates.cdf, self._coordinates.log_prob)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         return self.base.sample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:

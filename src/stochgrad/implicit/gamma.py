@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, needs_grad
 from stochgrad.special.gamma import gammainc, standard_gamma_log_grad
 
@@ -42,7 +43,7 @@ class Gamma(torch.distributions.Gamma):
         new = self._get_checked_instance(Gamma, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         concentration = self.concentration.expand(shape)
         with torch.no_grad():

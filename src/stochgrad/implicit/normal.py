@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients
 
 __all__ = ["Normal"]
@@ -68,7 +69,7 @@ class Normal(torch.distributions.Normal):
         new = self._get_checked_instance(Normal, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             standard = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)

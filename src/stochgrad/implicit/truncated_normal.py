@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, needs_grad
 
 __all__ = ["TruncatedNormal"]
@@ -208,7 +209,7 @@ class TruncatedNormal(td.Distribution):
     def mode(self) -> Tensor:
         return torch.minimum(torch.maximum(self.loc, self.low), self.high)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         work = torch.promote_types(self.loc.dtype, torch.float64)
         loc, scale, low, high = (
@@ -233,7 +234,7 @@ class TruncatedNormal(td.Distribution):
             tuple(g.to(self.loc.dtype) for g in grads),
         )
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 

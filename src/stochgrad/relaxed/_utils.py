@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 import importlib.util
+from typing import TYPE_CHECKING, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor
-from torch.distributions import constraints
+from torch.distributions import Distribution, constraints
 from torch.distributions.utils import clamp_probs, probs_to_logits
 
 __all__ = [
@@ -48,7 +49,7 @@ def logits_from(probs: Tensor | None, logits: Tensor | None) -> Tensor:
     """The logits of a categorical parameterised by exactly one of ``probs`` and ``logits``."""
     if (probs is None) == (logits is None):
         raise ValueError("give exactly one of probs or logits")
-    return probs_to_logits(probs) if probs is not None else logits
+    return probs_to_logits(probs) if probs is not None else cast(Tensor, logits)
 
 
 def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
@@ -123,7 +124,13 @@ def binary_concrete_log_prob(value: Tensor, logit: Tensor, temperature: Tensor) 
     )
 
 
-class PyroCompatible:
+if TYPE_CHECKING:
+    _DistributionMixin = Distribution  # the classes that mix this in are Distributions
+else:
+    _DistributionMixin = object
+
+
+class PyroCompatible(_DistributionMixin):
     """The hooks ``pyro.sample``, Pyro's plates and ELBOs call on a distribution.
 
     Pyro is optional: it is imported only inside the methods that return Pyro objects, and by

@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import logits_to_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -100,7 +101,7 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
     def variance(self) -> Tensor:
         return self.probs * (1 - self.probs)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         keys = self.logits / self.tau_forward.unsqueeze(-1)
         keys = keys + gumbel_like(self._extended_shape(sample_shape), keys)
         soft = torch.softmax(keys / self.tau_backward.unsqueeze(-1), dim=-1)

@@ -8,6 +8,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -80,7 +81,7 @@ class HardConcrete(PyroCompatible, Distribution):
         """``P(z != 0)``; its sum over gates is the expected L0 penalty of the paper (eq. 12)."""
         return torch.sigmoid(-self._stretched_logit(torch.zeros_like(self.alpha)))
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         noise = logistic_like(shape, self.alpha)
         s = torch.sigmoid((self.alpha.log() + noise) / self.beta)

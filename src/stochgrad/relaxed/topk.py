@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like, straight_through
 
 __all__ = ["GumbelSoftmaxTopK"]
@@ -84,7 +85,7 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
         # The relaxed k-hot sums to K; away from the limit one coordinate can exceed 1.
         return constraints.independent(constraints.interval(0.0, float(self.K)), 1)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         keys = self.logits + gumbel_like(self._extended_shape(sample_shape), self.logits)
         tau = self.tau.unsqueeze(-1)
         tiny = torch.finfo(keys.dtype).tiny
