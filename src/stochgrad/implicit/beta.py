@@ -44,7 +44,12 @@ class Beta(torch.distributions.Beta):
     support = constraints.unit_interval
     has_rsample = True
 
-    def __init__(self, concentration1, concentration0, validate_args=None):
+    def __init__(
+        self,
+        concentration1: Tensor | float,
+        concentration0: Tensor | float,
+        validate_args: bool | None = None,
+    ) -> None:
         concentration1, concentration0 = broadcast_all(concentration1, concentration0)
         validate = validate_args if validate_args is not None else self._validate_args
         if validate:  # torch's Beta would report its inner Dirichlet's parameter instead
@@ -56,7 +61,7 @@ class Beta(torch.distributions.Beta):
                     raise ValueError(f"{name} must be > 0 (and not NaN), got {value}")
         super().__init__(concentration1, concentration0, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Beta | None = None) -> Beta:
         new = self._get_checked_instance(Beta, _instance)
         return super().expand(batch_shape, _instance=new)
 

@@ -36,7 +36,7 @@ class Dirichlet(torch.distributions.Dirichlet):
     support = constraints.simplex
     has_rsample = True
 
-    def __init__(self, concentration, validate_args=None):
+    def __init__(self, concentration: Tensor, validate_args: bool | None = None) -> None:
         if not isinstance(concentration, Tensor) or concentration.dim() < 1:
             raise ValueError(
                 "concentration must be a tensor with at least one dimension (..., K), "
@@ -44,7 +44,7 @@ class Dirichlet(torch.distributions.Dirichlet):
             )
         super().__init__(concentration, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Dirichlet | None = None) -> Dirichlet:
         new = self._get_checked_instance(Dirichlet, _instance)
         return super().expand(batch_shape, _instance=new)
 

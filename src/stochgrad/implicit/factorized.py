@@ -80,7 +80,7 @@ class Factorized(td.Distribution):
             validate_args = base._validate_args
         super().__init__(base.batch_shape, base.event_shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Factorized | None = None) -> Factorized:
         new = self._get_checked_instance(Factorized, _instance)
         new.base = self.base.expand(batch_shape)
         new._coordinates, _ = _coordinates(new.base)
@@ -89,7 +89,7 @@ class Factorized(td.Distribution):
         return new
 
     @property
-    def support(self):
+    def support(self) -> td.constraints.Constraint | None:
         return self.base.support
 
     @property

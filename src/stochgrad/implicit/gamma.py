@@ -39,7 +39,7 @@ class Gamma(torch.distributions.Gamma):
     support = constraints.nonnegative
     has_rsample = True
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Gamma | None = None) -> Gamma:
         new = self._get_checked_instance(Gamma, _instance)
         return super().expand(batch_shape, _instance=new)
 

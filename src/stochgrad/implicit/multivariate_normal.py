@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import torch
 
+from stochgrad._typing import SampleShape
+
 __all__ = ["MultivariateNormal"]
 
 
@@ -27,6 +29,8 @@ class MultivariateNormal(torch.distributions.MultivariateNormal):
 
     has_rsample = True
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: MultivariateNormal | None = None
+    ) -> MultivariateNormal:
         new = self._get_checked_instance(MultivariateNormal, _instance)
         return super().expand(batch_shape, _instance=new)

@@ -51,21 +51,21 @@ class Normal(torch.distributions.Normal):
 
     def __init__(
         self,
-        loc,
-        scale=None,
-        validate_args=None,
+        loc: Tensor | float,
+        scale: Tensor | float | None = None,
+        validate_args: bool | None = None,
         *,
-        covariance_matrix=None,
-        scale_tril=None,
-        precision_matrix=None,
-    ):
+        covariance_matrix: Tensor | None = None,
+        scale_tril: Tensor | None = None,
+        precision_matrix: Tensor | None = None,
+    ) -> None:
         if scale is None:
             raise ValueError(
                 "Normal needs scale (or covariance_matrix/scale_tril/precision_matrix)"
             )
         super().__init__(loc, scale, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Normal | None = None) -> Normal:
         new = self._get_checked_instance(Normal, _instance)
         return super().expand(batch_shape, _instance=new)
 

@@ -155,7 +155,9 @@ class TruncatedNormal(td.Distribution):
         if self._validate_args and not bool((self.low < self.high).all()):
             raise ValueError(f"high must be > low, got low={self.low} and high={self.high}")
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: TruncatedNormal | None = None
+    ) -> TruncatedNormal:
         new = self._get_checked_instance(TruncatedNormal, _instance)
         batch_shape = torch.Size(batch_shape)
         for name in ("loc", "scale", "low", "high"):

@@ -11,6 +11,8 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import clamp_probs, probs_to_logits
 
+from stochgrad._typing import SampleShape
+
 __all__ = [
     "EMPTY_SHAPE",
     "PyroCompatible",
@@ -125,6 +127,8 @@ def binary_concrete_log_prob(value: Tensor, logit: Tensor, temperature: Tensor) 
 
 
 if TYPE_CHECKING:
+    from pyro.distributions.score_parts import ScoreParts
+
     _DistributionMixin = Distribution  # the classes that mix this in are Distributions
 else:
     _DistributionMixin = object
@@ -137,7 +141,7 @@ class PyroCompatible(_DistributionMixin):
     :func:`register_with_pyro`, which makes the classes virtual Pyro distributions.
     """
 
-    def __call__(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def __call__(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         if self.has_rsample:
             return self.rsample(sample_shape)
         return self.sample(sample_shape)
@@ -146,13 +150,13 @@ class PyroCompatible(_DistributionMixin):
     def event_dim(self) -> int:
         return len(self.event_shape)
 
-    def shape(self, sample_shape: torch.Size = EMPTY_SHAPE) -> torch.Size:
+    def shape(self, sample_shape: SampleShape = EMPTY_SHAPE) -> torch.Size:
         return torch.Size(sample_shape) + self.batch_shape + self.event_shape
 
-    def expand_by(self, sample_shape: torch.Size):
+    def expand_by(self, sample_shape: SampleShape) -> Distribution:
         return self.expand(torch.Size(sample_shape) + self.batch_shape)
 
-    def score_parts(self, value: Tensor):
+    def score_parts(self, value: Tensor) -> ScoreParts:
         from pyro.distributions.score_parts import ScoreParts
 
         log_prob = self.log_prob(value)
@@ -160,7 +164,7 @@ class PyroCompatible(_DistributionMixin):
         score_function = 0 if self.has_rsample else log_prob
         return ScoreParts(log_prob=log_prob, score_function=score_function, entropy_term=log_prob)
 
-    def to_event(self, reinterpreted_batch_ndims: int | None = None):
+    def to_event(self, reinterpreted_batch_ndims: int | None = None) -> Distribution:
         from pyro.distributions import Independent
 
         if reinterpreted_batch_ndims is None:
@@ -169,7 +173,7 @@ class PyroCompatible(_DistributionMixin):
             return self
         return Independent(self, reinterpreted_batch_ndims)
 
-    def mask(self, mask: Tensor | bool):
+    def mask(self, mask: Tensor | bool) -> Distribution:
         from pyro.distributions import MaskedDistribution
 
         return MaskedDistribution(self, mask)

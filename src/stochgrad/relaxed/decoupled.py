@@ -72,7 +72,11 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
         self.tau_backward = tau_backward.expand(batch_shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self,
+        batch_shape: SampleShape,
+        _instance: DecoupledStraightThroughGumbelSoftmax | None = None,
+    ) -> DecoupledStraightThroughGumbelSoftmax:
         new = self._get_checked_instance(DecoupledStraightThroughGumbelSoftmax, _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)

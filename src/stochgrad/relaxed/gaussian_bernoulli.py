@@ -50,7 +50,9 @@ class GaussianRelaxedBernoulli(PyroCompatible, Distribution):
         self.loc, self.scale = broadcast_all(loc, scale)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: GaussianRelaxedBernoulli | None = None
+    ) -> GaussianRelaxedBernoulli:
         new = self._get_checked_instance(GaussianRelaxedBernoulli, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape)

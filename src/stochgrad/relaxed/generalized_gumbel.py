@@ -110,7 +110,9 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         logits = torch.cat([head, tail], dim=-1)
         return cls(support.to(logits), logits=logits, tau=tau, hard=hard)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: GeneralizedGumbelSoftmax | None = None
+    ) -> GeneralizedGumbelSoftmax:
         new = self._get_checked_instance(GeneralizedGumbelSoftmax, _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
@@ -124,7 +126,7 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         return new
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
-    def support(self):
+    def support(self) -> constraints.Constraint:
         return constraints.one_hot if self.hard else constraints.simplex
 
     @property

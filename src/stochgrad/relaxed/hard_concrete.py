@@ -63,7 +63,9 @@ class HardConcrete(PyroCompatible, Distribution):
         self.alpha, self.beta, self.xi, self.gamma = broadcast_all(alpha, beta, xi, gamma)
         super().__init__(self.alpha.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: HardConcrete | None = None
+    ) -> HardConcrete:
         new = self._get_checked_instance(HardConcrete, _instance)
         batch_shape = torch.Size(batch_shape)
         for name in ("alpha", "beta", "xi", "gamma"):

@@ -54,7 +54,9 @@ class LogisticNormalSoftmax(PyroCompatible, Distribution):
             )
         super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: LogisticNormalSoftmax | None = None
+    ) -> LogisticNormalSoftmax:
         new = self._get_checked_instance(LogisticNormalSoftmax, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)

@@ -67,7 +67,9 @@ class RebarRelaxation(PyroCompatible, Distribution):
         self.theta, self.lambd = broadcast_all(theta, lambd)
         super().__init__(self.theta.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: RebarRelaxation | None = None
+    ) -> RebarRelaxation:
         new = self._get_checked_instance(RebarRelaxation, _instance)
         batch_shape = torch.Size(batch_shape)
         new.theta = self.theta.expand(batch_shape)

@@ -68,7 +68,9 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
         self.hard = bool(hard)
         super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: GumbelSoftmaxTopK | None = None
+    ) -> GumbelSoftmaxTopK:
         new = self._get_checked_instance(GumbelSoftmaxTopK, _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
@@ -79,7 +81,7 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
         return new
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
-    def support(self):
+    def support(self) -> constraints.Constraint:
         if self.hard:
             return constraints.independent(constraints.boolean, 1)
         # The relaxed k-hot sums to K; away from the limit one coordinate can exceed 1.
