@@ -3,7 +3,9 @@
 Sybil (https://sybil.readthedocs.io) collects them as pytest items: a Markdown file's Python
 blocks run in order in one namespace; a module's ``>>>`` examples run in the module's namespace.
 Each document starts from ``torch.manual_seed(0)``, so printed random values are reproducible,
-with ``torch`` in its namespace (as torch's own docstring examples assume).
+with ``torch`` in its namespace (as torch's own docstring examples assume). A document's examples
+depend on each other, so under ``-n`` they must stay on one worker: pyproject's addopts set
+``--dist loadfile``.
 """
 
 from doctest import ELLIPSIS, NORMALIZE_WHITESPACE

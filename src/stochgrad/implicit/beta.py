@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.implicit._sampling import log_standard_gamma
 from stochgrad.pyro import PyroCompatible
@@ -44,7 +45,12 @@ class Beta(PyroCompatible, torch.distributions.Beta):
     support = constraints.unit_interval
     has_rsample = True
 
-    def __init__(self, concentration1, concentration0, validate_args=None):
+    def __init__(
+        self,
+        concentration1: Tensor | float,
+        concentration0: Tensor | float,
+        validate_args: bool | None = None,
+    ) -> None:
         concentration1, concentration0 = broadcast_all(concentration1, concentration0)
         validate = validate_args if validate_args is not None else self._validate_args
         if validate:  # torch's Beta would report its inner Dirichlet's parameter instead
@@ -56,14 +62,14 @@ class Beta(PyroCompatible, torch.distributions.Beta):
                     raise ValueError(f"{name} must be > 0 (and not NaN), got {value}")
         super().__init__(concentration1, concentration0, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Beta | None = None) -> Beta:
         new = self._get_checked_instance(Beta, _instance)
         return super().expand(batch_shape, _instance=new)
 
     log_prob = half_in_float32(torch.distributions.Beta.log_prob)
 
     @half_in_float32
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         a = self.concentration1.expand(shape)
         b = self.concentration0.expand(shape)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import half_in_float32
 from stochgrad.implicit._sampling import log_standard_gamma
 from stochgrad.pyro import PyroCompatible
@@ -38,7 +39,7 @@ class Dirichlet(PyroCompatible, torch.distributions.Dirichlet):
     support = constraints.simplex
     has_rsample = True
 
-    def __init__(self, concentration, validate_args=None):
+    def __init__(self, concentration: Tensor, validate_args: bool | None = None) -> None:
         if not isinstance(concentration, Tensor) or concentration.dim() < 1:
             raise ValueError(
                 "concentration must be a tensor with at least one dimension (..., K), "
@@ -46,14 +47,14 @@ class Dirichlet(PyroCompatible, torch.distributions.Dirichlet):
             )
         super().__init__(concentration, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Dirichlet | None = None) -> Dirichlet:
         new = self._get_checked_instance(Dirichlet, _instance)
         return super().expand(batch_shape, _instance=new)
 
     log_prob = half_in_float32(torch.distributions.Dirichlet.log_prob)
 
     @half_in_float32
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         log_gamma = log_standard_gamma(self.concentration.expand(shape))
         z = torch.softmax(log_gamma, dim=-1)

@@ -6,6 +6,7 @@ import torch
 import torch.distributions as td
 from torch import Tensor
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import implicit_from_cdf, needs_grad
 from stochgrad.pyro import PyroCompatible
 
@@ -80,7 +81,7 @@ class Factorized(PyroCompatible, td.Distribution):
             validate_args = base._validate_args
         super().__init__(base.batch_shape, base.event_shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Factorized | None = None) -> Factorized:
         new = self._get_checked_instance(Factorized, _instance)
         new.base = self.base.expand(batch_shape)
         new._coordinates, _ = _coordinates(new.base)
@@ -89,7 +90,7 @@ class Factorized(PyroCompatible, td.Distribution):
         return new
 
     @property
-    def support(self):
+    def support(self) -> td.constraints.Constraint | None:
         return self.base.support
 
     @property
@@ -104,13 +105,13 @@ class Factorized(PyroCompatible, td.Distribution):
     def variance(self) -> Tensor:
         return self.base.variance
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         z = self.base.sample(sample_shape)
         if not needs_grad(*_tensors_of(self.base)):
             return z
         return implicit_from_cdf(z, self._coordinates.cdf, self._coordinates.log_prob)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         return self.base.sample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:

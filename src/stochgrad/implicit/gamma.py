@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.pyro import PyroCompatible
 from stochgrad.special.gamma import gammainc, standard_gamma_log_grad
@@ -39,14 +40,14 @@ class Gamma(PyroCompatible, torch.distributions.Gamma):
     support = constraints.nonnegative
     has_rsample = True
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Gamma | None = None) -> Gamma:
         new = self._get_checked_instance(Gamma, _instance)
         return super().expand(batch_shape, _instance=new)
 
     log_prob = half_in_float32(torch.distributions.Gamma.log_prob)
 
     @half_in_float32
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         concentration = self.concentration.expand(shape)
         with torch.no_grad():

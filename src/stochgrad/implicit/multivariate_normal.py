@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 
+from stochgrad._typing import SampleShape
 from stochgrad.pyro import PyroCompatible
 
 __all__ = ["MultivariateNormal"]
@@ -29,6 +30,8 @@ class MultivariateNormal(PyroCompatible, torch.distributions.MultivariateNormal)
 
     has_rsample = True
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: MultivariateNormal | None = None
+    ) -> MultivariateNormal:
         new = self._get_checked_instance(MultivariateNormal, _instance)
         return super().expand(batch_shape, _instance=new)

@@ -6,6 +6,7 @@ import torch
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients
 from stochgrad.pyro import PyroCompatible
 
@@ -51,25 +52,25 @@ class Normal(PyroCompatible, torch.distributions.Normal):
 
     def __init__(
         self,
-        loc,
-        scale=None,
-        validate_args=None,
+        loc: Tensor | float,
+        scale: Tensor | float | None = None,
+        validate_args: bool | None = None,
         *,
-        covariance_matrix=None,
-        scale_tril=None,
-        precision_matrix=None,
-    ):
+        covariance_matrix: Tensor | None = None,
+        scale_tril: Tensor | None = None,
+        precision_matrix: Tensor | None = None,
+    ) -> None:
         if scale is None:
             raise ValueError(
                 "Normal needs scale (or covariance_matrix/scale_tril/precision_matrix)"
             )
         super().__init__(loc, scale, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(self, batch_shape: SampleShape, _instance: Normal | None = None) -> Normal:
         new = self._get_checked_instance(Normal, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def rsample(self, sample_shape: torch.Size | tuple = torch.Size()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = torch.Size()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         with torch.no_grad():
             standard = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)

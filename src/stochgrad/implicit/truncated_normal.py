@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, needs_grad
 from stochgrad.pyro import PyroCompatible
 
@@ -155,7 +156,9 @@ class TruncatedNormal(PyroCompatible, td.Distribution):
         if self._validate_args and not bool((self.low < self.high).all()):
             raise ValueError(f"high must be > low, got low={self.low} and high={self.high}")
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: TruncatedNormal | None = None
+    ) -> TruncatedNormal:
         new = self._get_checked_instance(TruncatedNormal, _instance)
         batch_shape = torch.Size(batch_shape)
         for name in ("loc", "scale", "low", "high"):
@@ -209,7 +212,7 @@ class TruncatedNormal(PyroCompatible, td.Distribution):
     def mode(self) -> Tensor:
         return torch.minimum(torch.maximum(self.loc, self.low), self.high)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         shape = self._extended_shape(sample_shape)
         work = torch.promote_types(self.loc.dtype, torch.float64)
         loc, scale, low, high = (
@@ -234,7 +237,7 @@ class TruncatedNormal(PyroCompatible, td.Distribution):
             tuple(g.to(self.loc.dtype) for g in grads),
         )
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         with torch.no_grad():
             return self.rsample(sample_shape)
 

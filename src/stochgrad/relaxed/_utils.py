@@ -6,6 +6,8 @@ The straight-through trick is ``hard + gradient_only(soft)``
 
 from __future__ import annotations
 
+from typing import cast
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
@@ -50,7 +52,7 @@ def logits_from(probs: Tensor | None, logits: Tensor | None) -> Tensor:
     """The logits of a categorical parameterised by exactly one of ``probs`` and ``logits``."""
     if (probs is None) == (logits is None):
         raise ValueError("give exactly one of probs or logits")
-    return probs_to_logits(probs) if probs is not None else logits
+    return probs_to_logits(probs) if probs is not None else cast(Tensor, logits)
 
 
 def uniform_like(shape: torch.Size, like: Tensor) -> Tensor:

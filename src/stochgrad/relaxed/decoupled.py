@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import logits_to_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -71,7 +72,11 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
         self.tau_backward = tau_backward.expand(batch_shape)
         super().__init__(batch_shape, event_shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self,
+        batch_shape: SampleShape,
+        _instance: DecoupledStraightThroughGumbelSoftmax | None = None,
+    ) -> DecoupledStraightThroughGumbelSoftmax:
         new = self._get_checked_instance(DecoupledStraightThroughGumbelSoftmax, _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
@@ -100,7 +105,7 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
     def variance(self) -> Tensor:
         return self.probs * (1 - self.probs)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         keys = self.logits / self.tau_forward.unsqueeze(-1)
         keys = keys + gumbel_like(self._extended_shape(sample_shape), keys)
         soft = torch.softmax(keys / self.tau_backward.unsqueeze(-1), dim=-1)

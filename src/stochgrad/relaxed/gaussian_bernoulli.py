@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
 
 __all__ = ["GaussianRelaxedBernoulli"]
@@ -49,7 +50,9 @@ class GaussianRelaxedBernoulli(PyroCompatible, Distribution):
         self.loc, self.scale = broadcast_all(loc, scale)
         super().__init__(self.loc.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: GaussianRelaxedBernoulli | None = None
+    ) -> GaussianRelaxedBernoulli:
         new = self._get_checked_instance(GaussianRelaxedBernoulli, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape)
@@ -89,7 +92,7 @@ class GaussianRelaxedBernoulli(PyroCompatible, Distribution):
         """``P(z != 0) = Phi(loc / scale)``; its sum is the expected L0 norm of the gates."""
         return torch.special.ndtr(self.loc / self.scale)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         return torch.clamp(self.loc + self.scale * eps, 0.0, 1.0)

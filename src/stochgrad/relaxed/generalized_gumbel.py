@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import math
+from typing import cast
 
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import clamp_probs, logits_to_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -99,7 +101,8 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         # Points outside the law's support (e.g. above a binomial's total count) get a negligible
         # but finite log-probability, so the concrete density stays finite.
         grid = grid[:-1]
-        inside = distribution.support.check(grid)
+        law_support = cast(constraints.Constraint, distribution.support)  # torch: Optional
+        inside = law_support.check(grid)
         head = distribution.log_prob(torch.where(inside, grid, torch.zeros_like(grid)))
         tiny = torch.finfo(head.dtype).tiny
         head = torch.where(inside, head, math.log(tiny)).movedim(0, -1)
@@ -107,7 +110,9 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         logits = torch.cat([head, tail], dim=-1)
         return cls(support.to(logits), logits=logits, tau=tau, hard=hard)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: GeneralizedGumbelSoftmax | None = None
+    ) -> GeneralizedGumbelSoftmax:
         new = self._get_checked_instance(GeneralizedGumbelSoftmax, _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
@@ -121,14 +126,14 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         return new
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
-    def support(self):
+    def support(self) -> constraints.Constraint:
         return constraints.one_hot if self.hard else constraints.simplex
 
     @property
     def probs(self) -> Tensor:
         return logits_to_probs(self.logits)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         noise = gumbel_like(self._extended_shape(sample_shape), self.logits)
         soft = torch.softmax((self.logits + noise) / self.tau.unsqueeze(-1), dim=-1)
         if not self.hard:
@@ -141,7 +146,7 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
         """Project (relaxed) one-hot weights onto the support: ``sum_i w_i values_i``."""
         return (weights * self.values).sum(-1)
 
-    def rsample_value(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample_value(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         """A relaxed draw of the discrete variable itself (batch shape, no event dimension)."""
         return self.to_value(self.rsample(sample_shape))
 

@@ -8,6 +8,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -62,7 +63,9 @@ class HardConcrete(PyroCompatible, Distribution):
         self.alpha, self.beta, self.xi, self.gamma = broadcast_all(alpha, beta, xi, gamma)
         super().__init__(self.alpha.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: HardConcrete | None = None
+    ) -> HardConcrete:
         new = self._get_checked_instance(HardConcrete, _instance)
         batch_shape = torch.Size(batch_shape)
         for name in ("alpha", "beta", "xi", "gamma"):
@@ -80,7 +83,7 @@ class HardConcrete(PyroCompatible, Distribution):
         """``P(z != 0)``; its sum over gates is the expected L0 penalty of the paper (eq. 12)."""
         return torch.sigmoid(-self._stretched_logit(torch.zeros_like(self.alpha)))
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         noise = logistic_like(shape, self.alpha)
         s = torch.sigmoid((self.alpha.log() + noise) / self.beta)

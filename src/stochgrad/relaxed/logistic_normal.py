@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import Dirichlet, Distribution, constraints
 from torch.distributions.utils import broadcast_all, clamp_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
 
 __all__ = ["LogisticNormalSoftmax", "dirichlet_approximation", "lognorm_approximation"]
@@ -53,7 +54,9 @@ class LogisticNormalSoftmax(PyroCompatible, Distribution):
             )
         super().__init__(self.loc.shape[:-1], self.loc.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: LogisticNormalSoftmax | None = None
+    ) -> LogisticNormalSoftmax:
         new = self._get_checked_instance(LogisticNormalSoftmax, _instance)
         batch_shape = torch.Size(batch_shape)
         new.loc = self.loc.expand(batch_shape + self.event_shape)
@@ -64,7 +67,7 @@ class LogisticNormalSoftmax(PyroCompatible, Distribution):
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         # Coordinates that underflow to 0 would make log_prob infinite.

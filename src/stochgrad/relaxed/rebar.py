@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all, clamp_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -66,7 +67,9 @@ class RebarRelaxation(PyroCompatible, Distribution):
         self.theta, self.lambd = broadcast_all(theta, lambd)
         super().__init__(self.theta.shape, validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: RebarRelaxation | None = None
+    ) -> RebarRelaxation:
         new = self._get_checked_instance(RebarRelaxation, _instance)
         batch_shape = torch.Size(batch_shape)
         new.theta = self.theta.expand(batch_shape)
@@ -79,7 +82,7 @@ class RebarRelaxation(PyroCompatible, Distribution):
     def _logit(self) -> Tensor:
         return self.theta.log() - (-self.theta).log1p()
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         z = self._logit + logistic_like(self._extended_shape(sample_shape), self.theta)
         return clamp_probs(torch.sigmoid(z / self.lambd))
 
@@ -89,7 +92,7 @@ class RebarRelaxation(PyroCompatible, Distribution):
         z = conditional_logistic(self._logit, hard, uniform_like(shape, self.theta))
         return clamp_probs(torch.sigmoid(z / self.lambd))
 
-    def rsample_rebar(self, sample_shape: torch.Size = EMPTY_SHAPE) -> RebarSample:
+    def rsample_rebar(self, sample_shape: SampleShape = EMPTY_SHAPE) -> RebarSample:
         """Draw ``(hard, relaxed, conditional)`` as REBAR and RELAX use them."""
         z = self._logit + logistic_like(self._extended_shape(sample_shape), self.theta)
         hard = (z > 0).to(z.dtype).detach()

@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import Bernoulli
 from torch.distributions.utils import clamp_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
 from stochgrad.special._autograd import gradient_only
 
@@ -35,7 +36,7 @@ class StraightThroughBernoulli(PyroCompatible, Bernoulli):
 
     has_rsample = True
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         probs = self.probs.expand(self._extended_shape(sample_shape))
         return torch.bernoulli(probs.detach()) + gradient_only(probs)
 
@@ -62,7 +63,7 @@ class StochasticTimesSmooth(PyroCompatible, Bernoulli):
 
     has_rsample = True
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         probs = clamp_probs(self.probs).expand(shape)
         smooth = probs.sqrt()

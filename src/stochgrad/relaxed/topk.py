@@ -8,6 +8,7 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like
 from stochgrad.special._autograd import gradient_only
 
@@ -68,7 +69,9 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
         self.hard = bool(hard)
         super().__init__(batch_shape, logits.shape[-1:], validate_args=validate_args)
 
-    def expand(self, batch_shape, _instance=None):
+    def expand(
+        self, batch_shape: SampleShape, _instance: GumbelSoftmaxTopK | None = None
+    ) -> GumbelSoftmaxTopK:
         new = self._get_checked_instance(GumbelSoftmaxTopK, _instance)
         batch_shape = torch.Size(batch_shape)
         new.logits = self.logits.expand(batch_shape + self.event_shape)
@@ -79,13 +82,13 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
         return new
 
     @constraints.dependent_property(is_discrete=False, event_dim=1)
-    def support(self):
+    def support(self) -> constraints.Constraint:
         if self.hard:
             return constraints.independent(constraints.boolean, 1)
         # The relaxed k-hot sums to K; away from the limit one coordinate can exceed 1.
         return constraints.independent(constraints.interval(0.0, float(self.K)), 1)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         keys = self.logits + gumbel_like(self._extended_shape(sample_shape), self.logits)
         tau = self.tau.unsqueeze(-1)
         tiny = torch.finfo(keys.dtype).tiny
