@@ -13,6 +13,19 @@ holding its configuration and, where it has them, learned control variates (as
 
 So ``(surrogate.mean() + other_losses).backward()`` trains the model and the control variates in
 one pass; no estimator holds an optimizer.
+
+Example::
+
+    >>> from torch.distributions import Bernoulli, Independent
+    >>> from stochgrad.estimators import DisARM
+    >>> logits = torch.zeros(4, 10, requires_grad=True)
+    >>> q = Independent(Bernoulli(logits=logits), 1)
+    >>> surrogate = DisARM()(lambda z: (z - 0.45).square().sum(-1), q)
+    >>> surrogate.shape
+    torch.Size([4])
+    >>> surrogate.mean().backward()
+    >>> logits.grad.shape
+    torch.Size([4, 10])
 """
 
 from __future__ import annotations
