@@ -20,9 +20,12 @@ so it vectorizes on CPU/CUDA and traces under ``torch.func``/``torch.compile``.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
+from stochgrad.special import _native
 from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
@@ -85,7 +88,20 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
         work = torch.float64
     if work != dtype:
         a, log_x = a.to(work), log_x.to(work)
+    if _native.usable(a, log_x):
+        rules = _native_rules(work)
+        return torch.ops.stochgrad_special.gamma_log_grad(a, log_x.to(work), *rules).to(dtype)
     return blockwise(_log_grad_block, a, log_x)[0].to(dtype)
+
+
+@functools.cache
+def _native_rules(dtype: torch.dtype) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
+    """``_TIERS[dtype]`` as the fused kernel takes it (it picks a tier per group of SIMD lanes)."""
+    tiers = _TIERS[dtype]
+    lows = [low for low, _ in tiers]
+    nodes = [torch.tensor(rule[0], dtype=torch.float64) for _, rule in tiers]
+    weights = [torch.tensor(rule[1], dtype=torch.float64) for _, rule in tiers]
+    return lows, nodes, weights, [rule[2] for _, rule in tiers]
 
 
 def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
