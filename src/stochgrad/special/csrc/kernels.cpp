@@ -137,13 +137,13 @@ void gamma_lanes(const T* a_in, const T* log_x_in, T* out, const std::vector<dou
   const size_t n = rule.nodes.size();
   for (size_t i = 0; i < n; ++i) {
     V node(rule.nodes[i]);
-    V term = ((signed_panel * node).expm1() * minus_x + rate_panel * node).exp();
+    V term = at::vec::fmadd(rate_panel, node, (signed_panel * node).expm1() * minus_x).exp();
     if (i == 0) {
       moment0 = term * V(rule.weights[i]);
       moment1 = term * V(rule.node_weights[i]);
     } else {
-      moment0 = moment0 + V(rule.weights[i]) * term;
-      moment1 = moment1 + V(rule.node_weights[i]) * term;
+      moment0 = at::vec::fmadd(term, V(rule.weights[i]), moment0);
+      moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
     }
   }
   moment0 = moment0 * panel;
@@ -166,7 +166,7 @@ void gamma_lanes(const T* a_in, const T* log_x_in, T* out, const std::vector<dou
     V inv2 = inv * inv;
     V series = V(static_cast<T>(kStirling[6]));
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
-    centred = centred + (series * inv2 + V(T(0.5)) * inv);
+    centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
     T tmp[W];
     for (int k = 0; k < W; ++k) {
@@ -175,7 +175,7 @@ void gamma_lanes(const T* a_in, const T* log_x_in, T* out, const std::vector<dou
     }
     centred = V::loadu(tmp);
   }
-  V result = moment1 + sign * centred * moment0;
+  V result = at::vec::fmadd(sign * centred, moment0, moment1);
   result.store(out);
 }
 
@@ -208,10 +208,10 @@ at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::Arra
         const int64_t count = std::min<int64_t>(W, total - start);
         if (count == W) {
           gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma);
-        } else {  // pad the last group with a = 1, x = 1
+        } else {  // pad the last group with copies of its first element (same rule)
           T pa[W], pl[W], po[W];
-          std::fill(pa, pa + W, T(1));
-          std::fill(pl, pl + W, T(0));
+          std::fill(pa, pa + W, ap[start]);
+          std::fill(pl, pl + W, lp[start]);
           std::copy(ap + start, ap + start + count, pa);
           std::copy(lp + start, lp + start + count, pl);
           gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma);
@@ -283,11 +283,11 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
       V growth = (w * V(rule.nodes[i])).expm1();
       V minus_s = growth * minus_delta;
       V log_ratio = (minus_s.expm1() * minus_inv_eps).log1p();
-      V term = (b1 * log_ratio + a * minus_s).exp() * (growth + one);
+      V term = at::vec::fmadd(a, minus_s, b1 * log_ratio).exp() * (growth + one);
       V weight(rule.weights[i]);
-      m0 = m0 + weight * term;
-      m1 = m1 + V(-rule.weights[i]) * term * minus_s;
-      mlog = mlog + weight * term * log_ratio;
+      m0 = at::vec::fmadd(term, weight, m0);
+      m1 = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1);
+      mlog = at::vec::fmadd(weight * term, log_ratio, mlog);
     }
     V scale = d * w;  // applied in double below, as the torch path converts after scaling
     L s0[W], s1[W], s2[W];
@@ -403,12 +403,12 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * kGroup;
         const int64_t count = std::min<int64_t>(kGroup, total - start);
-        for (int k = 0; k < kGroup; ++k) {  // padding: a = b = 1, x = 1/2
-          const bool real = k < count;
-          da[k] = real ? static_cast<double>(ap[start + k]) : 1.0;
-          db[k] = real ? static_cast<double>(bp[start + k]) : 1.0;
-          dx[k] = real ? static_cast<double>(xp[start + k]) : 0.5;
-          dc[k] = real ? (cp ? static_cast<double>(cp[start + k]) : 1.0 - dx[k]) : 0.5;
+        for (int k = 0; k < kGroup; ++k) {  // padding: copies of the group's first element
+          const int64_t i = start + (k < count ? k : 0);
+          da[k] = static_cast<double>(ap[i]);
+          db[k] = static_cast<double>(bp[i]);
+          dx[k] = static_cast<double>(xp[i]);
+          dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
         }
         beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma);
         for (int k = 0; k < count; ++k) {
