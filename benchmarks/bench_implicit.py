@@ -75,7 +75,9 @@ def neighbour(size: int, dtype: torch.dtype) -> None:
             step()
 
 
-def measure(step: Callable[[], None], label: str, sub_label: str, description: str, run_time: float):
+def measure(
+    step: Callable[[], None], label: str, sub_label: str, description: str, run_time: float
+):
     timer = benchmark.Timer(
         stmt="step()",
         globals={"step": step},

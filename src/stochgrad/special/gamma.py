@@ -95,7 +95,9 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
 
 
 @functools.cache
-def _native_rules(dtype: torch.dtype) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
+def _native_rules(
+    dtype: torch.dtype,
+) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
     """``_TIERS[dtype]`` as the fused kernel takes it (it picks a tier per group of SIMD lanes)."""
     tiers = _TIERS[dtype]
     lows = [low for low, _ in tiers]
