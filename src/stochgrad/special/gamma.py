@@ -215,8 +215,11 @@ def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
 
     NaN (and negative) ``x`` give NaN; subnormal ``x`` keep their exact logarithm.
     """
-    sample = sample.detach()
-    log_grad = standard_gamma_log_grad(concentration, sample.log())
+    a, sample = (t.detach() for t in torch.broadcast_tensors(concentration, sample))
+    if a.dtype == sample.dtype and _native.usable(a, sample):  # log, kernel and product fused
+        rules = _native_rules(a.dtype)
+        return torch.ops.stochgrad_special.gamma_log_grad(a, sample, *rules, from_sample=True)
+    log_grad = standard_gamma_log_grad(a, sample.log())
     return torch.where(sample == 0, torch.zeros_like(log_grad), sample * log_grad)
 
 

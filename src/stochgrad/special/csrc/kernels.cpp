@@ -96,10 +96,18 @@ constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 24
                                 1.0 / 132, -691.0 / 32760, 1.0 / 12};
 
 template <typename T>
-void gamma_lanes(const T* a_in, const T* log_x_in, T* out, const std::vector<double>& lows,
-                 const std::vector<Rule<T>>& rules, Digamma& digamma) {
+void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double>& lows,
+                 const std::vector<Rule<T>>& rules, Digamma& digamma, bool from_sample) {
   using V = Vectorized<T>;
   constexpr int W = V::size();
+  // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
+  // where x = 0, as standard_gamma_grad).
+  T logs[W];
+  const T* log_x_in = input;
+  if (from_sample) {
+    V::loadu(input).log().store(logs);
+    log_x_in = logs;
+  }
   const double small = smallest(a_in, W);
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
@@ -176,12 +184,16 @@ void gamma_lanes(const T* a_in, const T* log_x_in, T* out, const std::vector<dou
     centred = V::loadu(tmp);
   }
   V result = at::vec::fmadd(sign * centred, moment0, moment1);
+  if (from_sample) {
+    V sample = V::loadu(input);
+    result = select(sample == zero, zero, sample * result);
+  }
   result.store(out);
 }
 
 at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::ArrayRef<double> lows,
                           at::TensorList nodes, at::TensorList weights,
-                          at::ArrayRef<double> cutoffs) {
+                          at::ArrayRef<double> cutoffs, bool from_sample) {
   TORCH_CHECK(a.device().is_cpu() && log_x.device().is_cpu(), "gamma_log_grad: CPU tensors only");
   TORCH_CHECK(a.sizes() == log_x.sizes() && a.scalar_type() == log_x.scalar_type(),
               "gamma_log_grad: a and log_x must have the same shape and dtype");
@@ -207,14 +219,14 @@ at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::Arra
         const int64_t start = g * W;
         const int64_t count = std::min<int64_t>(W, total - start);
         if (count == W) {
-          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma);
+          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, from_sample);
         } else {  // pad the last group with copies of its first element (same rule)
           T pa[W], pl[W], po[W];
           std::fill(pa, pa + W, ap[start]);
           std::fill(pl, pl + W, lp[start]);
           std::copy(ap + start, ap + start + count, pa);
           std::copy(lp + start, lp + start + count, pl);
-          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma);
+          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma, from_sample);
           std::copy(po, po + count, op + start);
         }
       }
@@ -426,7 +438,7 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
 TORCH_LIBRARY(stochgrad_special, m) {
   m.def(
       "gamma_log_grad(Tensor a, Tensor log_x, float[] lows, Tensor[] nodes, Tensor[] weights, "
-      "float[] cutoffs) -> Tensor");
+      "float[] cutoffs, bool from_sample=False) -> Tensor");
   m.def(
       "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, Tensor[] nodes, Tensor[] weights, "
       "float[] cutoffs) -> (Tensor, Tensor)");
