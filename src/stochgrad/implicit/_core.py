@@ -21,6 +21,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.special._autograd import gradient_only
+from stochgrad.special._quadrature import traced
 
 __all__ = [
     "attach_gradients",
@@ -44,12 +45,41 @@ def attach_gradients(z: Tensor, params: Sequence[Tensor], dz_dparams: Sequence[T
     """Return ``z`` whose gradient w.r.t. ``params[i]`` is ``dz_dparams[i]`` (already computed).
 
     ``params`` must broadcast to ``z``; autograd sums the broadcast dimensions back.
+    In eager mode one autograd node does it (no forward passes over ``z``); traced code gets the
+    same gradient from plain ops, ``z + (θ - stop_grad(θ)) dz``.
     """
+    pairs = [
+        (param, dz.detach())
+        for param, dz in zip(params, dz_dparams, strict=True)
+        if isinstance(param, Tensor) and param.requires_grad
+    ]
     out = z.detach()
-    for param, dz in zip(params, dz_dparams, strict=True):
-        if isinstance(param, Tensor) and param.requires_grad:
-            out = out + gradient_only(param) * dz.detach()
+    if not pairs:
+        return out
+    if not traced(out, *(p for p, _ in pairs)):
+        return _AttachGradients.apply(out, len(pairs), *(t for pair in pairs for t in pair))
+    for param, dz in pairs:
+        out = out + gradient_only(param) * dz
     return out
+
+
+class _AttachGradients(torch.autograd.Function):
+    """``z`` in value; backward sends ``grad · dz_i`` (summed to its shape) to ``param_i``."""
+
+    @staticmethod
+    def forward(ctx, z: Tensor, count: int, *pairs: Tensor) -> Tensor:
+        params, grads = pairs[0::2], pairs[1::2]
+        ctx.save_for_backward(*grads)
+        ctx.shapes = [p.shape for p in params]
+        ctx.dtypes = [p.dtype for p in params]
+        return z.view_as(z)
+
+    @staticmethod
+    def backward(ctx, grad: Tensor):
+        out: list[Tensor | None] = [None, None]
+        for dz, shape, dtype in zip(ctx.saved_tensors, ctx.shapes, ctx.dtypes, strict=True):
+            out += [(grad * dz).sum_to_size(shape).to(dtype), None]
+        return tuple(out)
 
 
 def implicit_from_cdf(

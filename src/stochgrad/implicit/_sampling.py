@@ -30,14 +30,15 @@ def log_standard_gamma(concentration: Tensor) -> Tensor:
 def _log_standard_gamma(a: Tensor) -> Tensor:
     tiny = torch.finfo(a.dtype).tiny
     small = a < 1
-    if traced(a):
-        boosted = torch._standard_gamma(torch.where(small, a + 1, a)).clamp_min(tiny).log()
-        shrink = torch.rand_like(a).clamp_min(tiny).log() / a
-        return torch.where(small, boosted + shrink, boosted)
-    any_small = bool(small.any())
-    log_x = torch._standard_gamma(torch.where(small, a + 1, a) if any_small else a)
-    log_x = log_x.clamp_min_(tiny).log_()
-    if any_small:  # U^(1/a) only where it is needed
-        shrink = torch.rand_like(a[small]).clamp_min_(tiny).log_() / a[small]
-        log_x = log_x.masked_scatter(small, log_x[small] + shrink)
-    return log_x
+    # Eager mode: all-small or none-small tensors (the usual case: broadcast parameters) skip the
+    # masks; mixed ones use them, without index/nonzero (which cost 3x the arithmetic on CPU).
+    any_small = traced(a) or bool(small.any())
+    if not any_small:
+        return torch._standard_gamma(a).clamp_min_(tiny).log_()
+    all_small = not traced(a) and bool(small.all())
+    boosted = torch._standard_gamma(a + 1 if all_small else torch.where(small, a + 1, a))
+    boosted = boosted.clamp_min(tiny).log()
+    shrink = torch.rand_like(a).clamp_min(tiny).log() / a
+    if all_small:
+        return boosted + shrink
+    return torch.where(small, boosted + shrink, boosted)

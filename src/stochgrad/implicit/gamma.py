@@ -9,7 +9,7 @@ from torch.distributions import constraints
 from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.pyro import PyroCompatible
-from stochgrad.special.gamma import gammainc, standard_gamma_log_grad
+from stochgrad.special.gamma import gammainc, standard_gamma_grad
 
 __all__ = ["Gamma"]
 
@@ -55,8 +55,7 @@ class Gamma(PyroCompatible, torch.distributions.Gamma):
                 min=torch.finfo(self.rate.dtype).tiny
             )
         if needs_grad(concentration):
-            # x >= tiny here, so dx/da = x · d log x / da needs no masking of x = 0.
-            dx_da = x * standard_gamma_log_grad(concentration.detach(), x.log())
+            dx_da = standard_gamma_grad(concentration.detach(), x)
             x = attach_gradients(x, [concentration], [dx_da])
         return x / self.rate.expand(shape)
 

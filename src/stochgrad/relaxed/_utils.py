@@ -67,9 +67,13 @@ def logistic_like(shape: torch.Size, like: Tensor) -> Tensor:
 
 
 def gumbel_like(shape: torch.Size, like: Tensor) -> Tensor:
-    """Standard Gumbel draws, ``-log(E)`` with ``E ~ Exponential(1)`` (one log, not two)."""
-    exponential = torch.empty(shape, dtype=like.dtype, device=like.device).exponential_()
-    return -exponential.clamp_min(torch.finfo(like.dtype).tiny).log()
+    """Standard Gumbel draws, ``-log(-log u)`` with ``u ~ Uniform(0, 1)`` kept inside (0, 1).
+
+    Two vectorized logs on uniforms cost a quarter of ``-log(E)`` with ``E`` from
+    ``exponential_`` (measured on CPU: ATen's exponential sampler is not vectorized).
+    """
+    u = uniform_like(shape, like)
+    return -(-u.log()).log()
 
 
 def conditional_logistic(logits: Tensor, hard: Tensor, v: Tensor) -> Tensor:
@@ -87,9 +91,31 @@ def conditional_logistic(logits: Tensor, hard: Tensor, v: Tensor) -> Tensor:
     return logits + torch.where(hard > 0.5, given_one, given_zero)
 
 
+# |v| beyond which the square of erfc(|v|/√2) (in the derivative of 2/erfc) leaves the normal
+# range of the dtype: erfc(18.6) ~ 1e-152, erfc(6.1) ~ 1e-18.
+_NDTR_NORMAL_RANGE = {torch.float64: 26.0, torch.float32: 8.5, torch.bfloat16: 8.5}
+
+
 def normal_to_logistic(v: Tensor) -> Tensor:
-    """``logit(Phi(v))`` computed in log space, finite for every finite ``v``."""
-    return torch.special.log_ndtr(v) - torch.special.log_ndtr(-v)
+    """``logit(Phi(v))``, finite for every finite ``v``.
+
+    ``= sign(v) log(1/q - 1)`` with the tail ``q = Phi(-|v|) = erfc(|v|/√2) / 2 <= 1/2`` (so
+    ``1/q - 1 >= 1`` does not cancel): accurate on both tails, and a third of the cost of two
+    ``log_ndtr``. Where ``q`` would leave the normal range of the dtype (eager mode: only when
+    some element does) ``log_ndtr`` takes over.
+    """
+    limit = _NDTR_NORMAL_RANGE.get(v.dtype, 5.0)
+    magnitude = v.abs()
+    far = magnitude > limit
+    exact_needed = torch.compiler.is_compiling() or v.device.type != "cpu" or bool(far.any())
+    if exact_needed:  # clamped so that the unused branch has finite gradients
+        magnitude = magnitude.clamp_max(limit)
+    twice_tail = torch.special.erfc(magnitude * 0.5**0.5)
+    # (times sign(v), not copysign: copysign passes no gradient where its value rounds to 0)
+    out = (2 / twice_tail - 1).log() * v.sign()
+    if exact_needed:
+        out = torch.where(far, torch.special.log_ndtr(v) - torch.special.log_ndtr(-v), out)
+    return out
 
 
 def logistic_to_normal(logistic: Tensor) -> Tensor:

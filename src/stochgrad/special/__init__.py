@@ -1,6 +1,8 @@
 """Numerics shared by the distributions: incomplete gamma/beta derivatives, log-space helpers.
 
-Written in torch ops only, vectorized, for CPU and CUDA in float32 and float64.
+Written in torch ops, vectorized, for CPU and CUDA in float32 and float64; on CPU in eager mode
+the Gamma and Beta quadratures run as fused compiled kernels of the same arithmetic
+(``special/_native.py``, ``special/csrc/kernels.cpp``), with the torch ops as the fallback.
 """
 
 from stochgrad.special.beta import beta_grad, betainc

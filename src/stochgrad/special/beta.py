@@ -23,6 +23,7 @@ import functools
 import torch
 from torch import Tensor
 
+from stochgrad.special import _native
 from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
 
 __all__ = ["beta_grad", "betainc"]
@@ -52,6 +53,10 @@ def beta_grad(
     """
     a, b, x = (t.detach() for t in torch.broadcast_tensors(concentration1, concentration0, sample))
     dtype = x.dtype
+    if _native.usable(a, b, x):  # same rules and precisions as below, in one fused pass
+        xc = None if complement is None else complement.detach().expand_as(x).to(dtype)
+        rules = _native_rules(dtype)
+        return torch.ops.stochgrad_special.beta_grad(a.to(dtype), b.to(dtype), x, xc, *rules)
     if dtype != torch.float64:
         # Single precision loses the 1e-4 target for large or very unbalanced (a, b): the
         # cancellations in log x - ψ(a) + ψ(a+b), and 1 - x rounded to float32 (amplified by b),
@@ -71,6 +76,15 @@ def beta_grad(
         kernel = functools.partial(_grad_block, rules=rules, loop_dtype=torch.float32)
     grad_a, grad_b = blockwise(kernel, a, b, x, xc)
     return grad_a.to(dtype), grad_b.to(dtype)
+
+
+@functools.cache
+def _native_rules(dtype: torch.dtype) -> tuple[list[Tensor], list[Tensor], list[float]]:
+    """(usual rule, rule for a concentration below 0.01) for the fused kernel."""
+    pair = _DOUBLE_PRECISION_RULES if dtype == torch.float64 else (_SINGLE_PRECISION_RULE,) * 2
+    nodes = [torch.tensor(rule[0], dtype=torch.float64) for rule in pair]
+    weights = [torch.tensor(rule[1], dtype=torch.float64) for rule in pair]
+    return nodes, weights, [rule[2] for rule in pair]
 
 
 def _grad_block(

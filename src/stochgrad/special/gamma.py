@@ -15,14 +15,18 @@ The integral is evaluated by Gauss-Legendre quadrature on ``[0, S]`` where ``φ(
 iterations from an upper bound, which stay to the right of the root because ``φ`` is concave);
 beyond ``s = C`` the lower integrand is ``exp(x - a s)`` to working precision and is integrated
 in closed form. Everything is elementwise torch ops: no per-element loop, no convergence test,
-so it vectorizes on CPU/CUDA and traces under ``torch.func``/``torch.compile``.
+so it vectorizes on CPU/CUDA and traces under ``torch.func``/``torch.compile``. On CPU in eager
+mode the same arithmetic runs as one fused compiled kernel (``_native.py``).
 """
 
 from __future__ import annotations
 
+import functools
+
 import torch
 from torch import Tensor
 
+from stochgrad.special import _native
 from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
@@ -85,7 +89,22 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
         work = torch.float64
     if work != dtype:
         a, log_x = a.to(work), log_x.to(work)
+    if _native.usable(a, log_x):
+        rules = _native_rules(work)
+        return torch.ops.stochgrad_special.gamma_log_grad(a, log_x.to(work), *rules).to(dtype)
     return blockwise(_log_grad_block, a, log_x)[0].to(dtype)
+
+
+@functools.cache
+def _native_rules(
+    dtype: torch.dtype,
+) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
+    """``_TIERS[dtype]`` as the fused kernel takes it (it picks a tier per group of SIMD lanes)."""
+    tiers = _TIERS[dtype]
+    lows = [low for low, _ in tiers]
+    nodes = [torch.tensor(rule[0], dtype=torch.float64) for _, rule in tiers]
+    weights = [torch.tensor(rule[1], dtype=torch.float64) for _, rule in tiers]
+    return lows, nodes, weights, [rule[2] for _, rule in tiers]
 
 
 def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
@@ -197,8 +216,11 @@ def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
 
     NaN (and negative) ``x`` give NaN; subnormal ``x`` keep their exact logarithm.
     """
-    sample = sample.detach()
-    log_grad = standard_gamma_log_grad(concentration, sample.log())
+    a, sample = (t.detach() for t in torch.broadcast_tensors(concentration, sample))
+    if a.dtype == sample.dtype and _native.usable(a, sample):  # log, kernel and product fused
+        rules = _native_rules(a.dtype)
+        return torch.ops.stochgrad_special.gamma_log_grad(a, sample, *rules, from_sample=True)
+    log_grad = standard_gamma_log_grad(a, sample.log())
     return torch.where(sample == 0, torch.zeros_like(log_grad), sample * log_grad)
 
 

@@ -1,0 +1,450 @@
+// Fused CPU kernels for the implicit-gradient quadratures of stochgrad/special/{gamma,beta}.py.
+//
+// Each kernel is the same arithmetic as the pure-torch path, operation for operation (the same
+// Sleef vector functions ATen uses, no FMA contraction), applied to a few SIMD lanes at a time in
+// one at::parallel_for: one pass over memory and one thread barrier per call instead of several
+// hundred torch ops, each ending in a barrier (which is what collapses under a loaded machine).
+// Differences from the torch path: the quadrature tier is chosen per group of lanes instead of
+// per block of 2^17 elements (same rules, finer choice), and everything else agrees to a few
+// ulps (tests/special/test_native_kernels.py).
+//
+// Registered as torch.ops.stochgrad_special.{gamma_log_grad,beta_grad}; built on first use by
+// torch.utils.cpp_extension.load (see _native.py) or ahead of time by
+// `python -m stochgrad.special.build`.
+
+#include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
+#include <ATen/core/Tensor.h>
+#include <ATen/cpu/vec/vec.h>
+#include <ATen/native/Math.h>
+#include <ATen/ops/empty.h>
+#include <torch/library.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <vector>
+
+namespace {
+
+using at::vec::Vectorized;
+
+template <typename T>
+struct Rule {
+  std::vector<T> nodes;         // Gauss-Legendre nodes on [0, 1]
+  std::vector<T> weights;       // weights
+  std::vector<T> node_weights;  // weight * node, rounded once (as Python does)
+  T cutoff;
+};
+
+template <typename T>
+Rule<T> make_rule(const at::Tensor& nodes, const at::Tensor& weights, double cutoff) {
+  auto n = nodes.contiguous().to(at::kDouble);
+  auto w = weights.contiguous().to(at::kDouble);
+  const double* np = n.data_ptr<double>();
+  const double* wp = w.data_ptr<double>();
+  Rule<T> rule;
+  for (int64_t i = 0; i < n.numel(); ++i) {
+    rule.nodes.push_back(static_cast<T>(np[i]));
+    rule.weights.push_back(static_cast<T>(wp[i]));
+    rule.node_weights.push_back(static_cast<T>(wp[i] * np[i]));
+  }
+  rule.cutoff = static_cast<T>(cutoff);
+  return rule;
+}
+
+// Smallest value over lanes, NaN counting as 0 (so a NaN selects the rules for all values, as
+// the torch path does).
+template <typename T>
+double smallest(const T* values, int64_t count) {
+  double out = std::numeric_limits<double>::infinity();
+  for (int64_t i = 0; i < count; ++i) {
+    double v = static_cast<double>(values[i]);
+    out = std::min(out, v == v ? v : 0.0);
+  }
+  return out;
+}
+
+// ψ with a small memo: parameters are usually broadcast, so neighbouring elements share them
+// (Beta asks for ψ(a), ψ(b) and ψ(a+b) in turn, hence four entries).
+struct Digamma {
+  double in[4] = {NAN, NAN, NAN, NAN};
+  double out[4] = {NAN, NAN, NAN, NAN};
+  int next = 0;
+  double operator()(double x) {
+    for (int i = 0; i < 4; ++i) {
+      if (in[i] == x) return out[i];
+    }
+    in[next] = x;
+    out[next] = calc_digamma(x);
+    double value = out[next];
+    next = (next + 1) % 4;
+    return value;
+  }
+};
+
+template <typename V>
+V select(const V& mask, const V& if_true, const V& if_false) {
+  return V::blendv(if_false, if_true, mask);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Gamma: d log x / da (see special/gamma.py for the math; names follow _log_grad_block).
+
+constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
+                                1.0 / 132, -691.0 / 32760, 1.0 / 12};
+
+template <typename T>
+void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double>& lows,
+                 const std::vector<Rule<T>>& rules, Digamma& digamma, bool from_sample) {
+  using V = Vectorized<T>;
+  constexpr int W = V::size();
+  // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
+  // where x = 0, as standard_gamma_grad).
+  T logs[W];
+  const T* log_x_in = input;
+  if (from_sample) {
+    V::loadu(input).log().store(logs);
+    log_x_in = logs;
+  }
+  const double small = smallest(a_in, W);
+  size_t tier = 0;
+  for (size_t i = 0; i < lows.size(); ++i) {
+    if (small >= lows[i]) tier = i;
+  }
+  const Rule<T>& rule = rules[tier];
+  const T cutoff = rule.cutoff;
+  const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
+  V a = V::loadu(a_in), log_x = V::loadu(log_x_in);
+  V x = log_x.exp();
+  V diff = x - a;
+  V sign = one.copysign(diff);
+  V lower = (one - sign) / V(T(2));
+  V rate = sign * a;
+  V slope = diff.abs();
+  V x_safe = at::vec::clamp_min(x, tiny);
+  V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
+  V root3 = V(T(2 * double(cutoff))) /
+            (slope + slope.hypot((V(T((4.0 / 3.0) * double(cutoff))) * x).sqrt()));
+  s_lower = at::vec::minimum(s_lower, root3 + at::vec::clamp_min(root3 - one, zero) * V(T(1e30)));
+  V root = V(T(2 * double(cutoff))) / (slope + slope.hypot((V(T(2 * double(cutoff))) * x).sqrt()));
+  V s_upper = at::vec::minimum(root, ((C + a * root) / x_safe).log1p());
+  V end = select(lower > V(T(0.5)), s_lower, s_upper);
+  {  // one Newton step (_NEWTON_STEPS)
+    V em1 = (sign * end).expm1();
+    V phi = rate * end - x * em1;
+    V dphi = rate - sign * x * (em1 + one);
+    end = end - (phi + C) / dphi;
+  }
+  V panel = at::vec::clamp_max(end, C);
+  V signed_panel = sign * panel;
+  V rate_panel = rate * panel;
+  V minus_x = x.neg();
+  V moment0 = zero, moment1 = zero;
+  const size_t n = rule.nodes.size();
+  for (size_t i = 0; i < n; ++i) {
+    V node(rule.nodes[i]);
+    V term = at::vec::fmadd(rate_panel, node, (signed_panel * node).expm1() * minus_x).exp();
+    if (i == 0) {
+      moment0 = term * V(rule.weights[i]);
+      moment1 = term * V(rule.node_weights[i]);
+    } else {
+      moment0 = at::vec::fmadd(term, V(rule.weights[i]), moment0);
+      moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
+    }
+  }
+  moment0 = moment0 * panel;
+  moment1 = moment1 * panel * panel;
+  V beyond = at::vec::clamp_min(end - C, zero) * lower;
+  V cut = beyond > zero;
+  if (cut.zero_mask() != (1 << W) - 1) {
+    V tail = select(cut, (x - a * C).exp() / a, zero);
+    moment0 = moment0 + tail;
+    moment1 = moment1 + tail * (C + one / a);
+  }
+  V centred;
+  if (small >= 10) {
+    V ratio = x / a;
+    V near = (at::vec::clamp(ratio, V(T(0.5)), V(T(2))) - one).log1p();
+    V far = log_x - a.log();
+    V outside = at::vec::clamp_min(ratio - V(T(2)), zero) + at::vec::clamp_min(V(T(0.5)) - ratio, zero);
+    centred = select(outside > zero, far, near);
+    V inv = a.reciprocal();
+    V inv2 = inv * inv;
+    V series = V(static_cast<T>(kStirling[6]));
+    for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
+    centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
+  } else {
+    T tmp[W];
+    for (int k = 0; k < W; ++k) {
+      tmp[k] = static_cast<T>(static_cast<double>(log_x_in[k]) -
+                              digamma(static_cast<double>(a_in[k])));
+    }
+    centred = V::loadu(tmp);
+  }
+  V result = at::vec::fmadd(sign * centred, moment0, moment1);
+  if (from_sample) {
+    V sample = V::loadu(input);
+    result = select(sample == zero, zero, sample * result);
+  }
+  result.store(out);
+}
+
+at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::ArrayRef<double> lows,
+                          at::TensorList nodes, at::TensorList weights,
+                          at::ArrayRef<double> cutoffs, bool from_sample) {
+  TORCH_CHECK(a.device().is_cpu() && log_x.device().is_cpu(), "gamma_log_grad: CPU tensors only");
+  TORCH_CHECK(a.sizes() == log_x.sizes() && a.scalar_type() == log_x.scalar_type(),
+              "gamma_log_grad: a and log_x must have the same shape and dtype");
+  auto ac = a.contiguous();
+  auto lc = log_x.contiguous();
+  auto out = at::empty(a.sizes(), a.options());
+  const int64_t total = a.numel();
+  std::vector<double> lows_v(lows.begin(), lows.end());
+  AT_DISPATCH_FLOATING_TYPES(a.scalar_type(), "gamma_log_grad", [&] {
+    using T = scalar_t;
+    constexpr int W = Vectorized<T>::size();
+    std::vector<Rule<T>> rules;
+    for (size_t i = 0; i < cutoffs.size(); ++i) {
+      rules.push_back(make_rule<T>(nodes[i], weights[i], cutoffs[i]));
+    }
+    const T* ap = ac.data_ptr<T>();
+    const T* lp = lc.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    const int64_t groups = (total + W - 1) / W;
+    at::parallel_for(0, groups, std::max<int64_t>(1, 2048 / W), [&](int64_t begin, int64_t end) {
+      Digamma digamma;
+      for (int64_t g = begin; g < end; ++g) {
+        const int64_t start = g * W;
+        const int64_t count = std::min<int64_t>(W, total - start);
+        if (count == W) {
+          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, from_sample);
+        } else {  // pad the last group with copies of its first element (same rule)
+          T pa[W], pl[W], po[W];
+          std::fill(pa, pa + W, ap[start]);
+          std::fill(pl, pl + W, lp[start]);
+          std::copy(ap + start, ap + start + count, pa);
+          std::copy(lp + start, lp + start + count, pl);
+          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma, from_sample);
+          std::copy(po, po + count, op + start);
+        }
+      }
+    });
+  });
+  return out;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Beta: (dx/da, dx/db) (see special/beta.py; names follow _grad_block, _lower_form,
+// _lower_integrals). Set-up and the final combination in double; the node sums in L (float for
+// float32 inputs, double for float64), as in the torch path.
+
+// Elements per group: one float vector, two double vectors.
+constexpr int kGroup = Vectorized<float>::size();
+constexpr int kNewton = 3;
+constexpr double kTrigammaSeries[] = {1.0 / 6,  -1.0 / 30,      1.0 / 42, -1.0 / 30,
+                                      5.0 / 66, -691.0 / 2730, 7.0 / 6};
+
+double trigamma(double x) {  // as _trigamma in beta.py
+  double shift = 0, y = x;
+  for (int i = 0; i < 12; ++i) {
+    double small = y < 12 ? 1.0 : 0.0;
+    shift = shift + small / (y * y);
+    y = y + small;
+  }
+  double inv = 1 / y, inv2 = inv * inv;
+  double series = kTrigammaSeries[6];
+  for (int k = 5; k >= 0; --k) series = series * inv2 + kTrigammaSeries[k];
+  return shift + inv + inv2 / 2 + series * inv2 * inv;
+}
+
+double digamma_step(double base, double step, double total, Digamma& digamma) {
+  if (step < 1e-3 * base) {  // Taylor series, as _digamma_series
+    double h = step;
+    return h * (trigamma(base) +
+                h / 2 *
+                    (calc_polygamma<double>(base, 2) +
+                     h / 3 * (calc_polygamma<double>(base, 3) + h / 4 * calc_polygamma<double>(base, 4))));
+  }
+  return total - digamma(base);
+}
+
+template <typename L>
+void beta_nodes(const double* p, const double* bm1, const double* eps, const double* delta,
+                const double* width, const Rule<L>& rule, double* m0_out, double* m1_out,
+                double* mlog_out) {
+  using V = Vectorized<L>;
+  constexpr int W = V::size();
+  L buf[5][kGroup];
+  for (int k = 0; k < kGroup; ++k) {
+    buf[0][k] = static_cast<L>(p[k]);
+    buf[1][k] = static_cast<L>(bm1[k]);
+    buf[2][k] = static_cast<L>(eps[k]);
+    buf[3][k] = static_cast<L>(delta[k]);
+    buf[4][k] = static_cast<L>(width[k]);
+  }
+  for (int j = 0; j < kGroup; j += W) {
+    V a = V::loadu(buf[0] + j), b1 = V::loadu(buf[1] + j), e = V::loadu(buf[2] + j);
+    V d = V::loadu(buf[3] + j), w = V::loadu(buf[4] + j);
+    V minus_delta = d.neg();
+    V minus_inv_eps = V(L(-1)) / e;
+    V one(L(1));
+    V m0(L(0)), m1(L(0)), mlog(L(0));
+    for (size_t i = 0; i < rule.nodes.size(); ++i) {
+      V growth = (w * V(rule.nodes[i])).expm1();
+      V minus_s = growth * minus_delta;
+      V log_ratio = (minus_s.expm1() * minus_inv_eps).log1p();
+      V term = at::vec::fmadd(a, minus_s, b1 * log_ratio).exp() * (growth + one);
+      V weight(rule.weights[i]);
+      m0 = at::vec::fmadd(term, weight, m0);
+      m1 = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1);
+      mlog = at::vec::fmadd(weight * term, log_ratio, mlog);
+    }
+    V scale = d * w;  // applied in double below, as the torch path converts after scaling
+    L s0[W], s1[W], s2[W];
+    (m0 * scale).store(s0);
+    (m1 * scale).store(s1);
+    (mlog * scale).store(s2);
+    for (int k = 0; k < W; ++k) {
+      m0_out[j + k] = s0[k];
+      m1_out[j + k] = s1[k];
+      mlog_out[j + k] = s2[k];
+    }
+  }
+}
+
+template <typename L>
+void beta_group(const double* a_in, const double* b_in, const double* x_in, const double* xc_in,
+                double* grad_a, double* grad_b, const Rule<L>& usual, const Rule<L>& small_rule,
+                Digamma& digamma) {
+  using D = Vectorized<double>;
+  constexpr int W = D::size();
+  const double small = std::min(smallest(a_in, kGroup), smallest(b_in, kGroup));
+  const Rule<L>& rule = small >= 0.01 ? usual : small_rule;
+  const double cutoff = static_cast<double>(rule.cutoff);
+  const D one(1.0), zero(0.0), tiny(std::numeric_limits<double>::min()), C(cutoff);
+  double p[kGroup], q[kGroup], y[kGroup], yc[kGroup], bm1[kGroup], eps[kGroup], delta[kGroup],
+      width[kGroup], mirror[kGroup];
+  for (int j = 0; j < kGroup; j += W) {
+    D a = D::loadu(a_in + j), b = D::loadu(b_in + j);
+    D x = at::vec::clamp_min(D::loadu(x_in + j), tiny);
+    D xc = at::vec::clamp_min(D::loadu(xc_in + j), tiny);
+    D total = a + b - one;
+    D lower_ok = (b <= one) | (x * total <= a);
+    D upper_ok = (a <= one) | (x * total >= a - one);
+    D mir = (lower_ok == zero) | (upper_ok & (x * (a + b) > a));
+    D pp = select(mir, b, a), qq = select(mir, a, b);
+    D yy = select(mir, xc, x), yyc = select(mir, x, xc);
+    D e = yyc / yy;
+    D b1 = qq - one;
+    D slope = at::vec::clamp_min(pp - b1 / e, tiny);
+    D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
+    D concave = b1 > zero;
+    for (int k = 0; k < kNewton; ++k) {
+      D log_ratio = ((end.neg()).expm1().neg() / e).log1p();
+      D phi = pp.neg() * end + b1 * log_ratio;
+      D dphi = pp.neg() + b1 * end.neg().exp() / (e * log_ratio.exp());
+      end = select(concave, end - (phi + C) / dphi, end);
+    }
+    end = select(concave, end, C / pp);
+    D d = at::vec::clamp_max(e, one);
+    D w = (end / d).log1p();
+    pp.store(p + j);
+    qq.store(q + j);
+    yy.store(y + j);
+    yyc.store(yc + j);
+    b1.store(bm1 + j);
+    e.store(eps + j);
+    d.store(delta + j);
+    w.store(width + j);
+    mir.store(mirror + j);
+  }
+  double m0[kGroup], m1[kGroup], mlog[kGroup];
+  beta_nodes<L>(p, bm1, eps, delta, width, rule, m0, m1, mlog);
+  double centred_a[kGroup], centred_b[kGroup];
+  for (int k = 0; k < kGroup; ++k) {
+    double total = digamma(p[k] + q[k]);
+    centred_a[k] = digamma_step(p[k], q[k], total, digamma);
+    centred_b[k] = digamma_step(q[k], p[k], total, digamma);
+  }
+  for (int j = 0; j < kGroup; j += W) {
+    D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
+    D ca = yy.log() + D::loadu(centred_a + j);
+    D cb = yyc.log() + D::loadu(centred_b + j);
+    D mm0 = D::loadu(m0 + j), mm1 = D::loadu(m1 + j), ml = D::loadu(mlog + j);
+    D first = yy * (ca * mm0 - mm1);
+    D second = yy * (cb * mm0 + ml);
+    D mir = D::loadu(mirror + j);
+    select(mir, second, first.neg()).store(grad_a + j);
+    select(mir, first, second.neg()).store(grad_b + j);
+  }
+}
+
+std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tensor& b,
+                                             const at::Tensor& x,
+                                             const std::optional<at::Tensor>& xc,
+                                             at::TensorList nodes, at::TensorList weights,
+                                             at::ArrayRef<double> cutoffs) {
+  TORCH_CHECK(a.device().is_cpu(), "beta_grad: CPU tensors only");
+  TORCH_CHECK(a.sizes() == b.sizes() && a.sizes() == x.sizes(), "beta_grad: shapes differ");
+  TORCH_CHECK(!xc.has_value() || xc->sizes() == x.sizes(), "beta_grad: complement shape differs");
+  TORCH_CHECK(cutoffs.size() == 2, "beta_grad: two rules expected");
+  auto dtype = x.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "beta_grad: float32/float64 only");
+  auto ac = a.contiguous(), bc = b.contiguous(), xcont = x.contiguous();
+  at::Tensor cc = xc.has_value() ? xc->contiguous() : at::Tensor();
+  auto grad_a = at::empty(x.sizes(), x.options());
+  auto grad_b = at::empty(x.sizes(), x.options());
+  const int64_t total = x.numel();
+  AT_DISPATCH_FLOATING_TYPES(dtype, "beta_grad", [&] {
+    using T = scalar_t;
+    using L = T;  // node sums in the caller's precision
+    Rule<L> usual = make_rule<L>(nodes[0], weights[0], cutoffs[0]);
+    Rule<L> small_rule = make_rule<L>(nodes[1], weights[1], cutoffs[1]);
+    const T* ap = ac.data_ptr<T>();
+    const T* bp = bc.data_ptr<T>();
+    const T* xp = xcont.data_ptr<T>();
+    const T* cp = cc.defined() ? cc.data_ptr<T>() : nullptr;
+    T* gap = grad_a.data_ptr<T>();
+    T* gbp = grad_b.data_ptr<T>();
+    const int64_t groups = (total + kGroup - 1) / kGroup;
+    at::parallel_for(0, groups, 128, [&](int64_t begin, int64_t end) {
+      Digamma digamma;
+      double da[kGroup], db[kGroup], dx[kGroup], dc[kGroup], ga[kGroup], gb[kGroup];
+      for (int64_t g = begin; g < end; ++g) {
+        const int64_t start = g * kGroup;
+        const int64_t count = std::min<int64_t>(kGroup, total - start);
+        for (int k = 0; k < kGroup; ++k) {  // padding: copies of the group's first element
+          const int64_t i = start + (k < count ? k : 0);
+          da[k] = static_cast<double>(ap[i]);
+          db[k] = static_cast<double>(bp[i]);
+          dx[k] = static_cast<double>(xp[i]);
+          dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
+        }
+        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma);
+        for (int k = 0; k < count; ++k) {
+          gap[start + k] = static_cast<T>(ga[k]);
+          gbp[start + k] = static_cast<T>(gb[k]);
+        }
+      }
+    });
+  });
+  return {grad_a, grad_b};
+}
+
+}  // namespace
+
+TORCH_LIBRARY(stochgrad_special, m) {
+  m.def(
+      "gamma_log_grad(Tensor a, Tensor log_x, float[] lows, Tensor[] nodes, Tensor[] weights, "
+      "float[] cutoffs, bool from_sample=False) -> Tensor");
+  m.def(
+      "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, Tensor[] nodes, Tensor[] weights, "
+      "float[] cutoffs) -> (Tensor, Tensor)");
+}
+
+TORCH_LIBRARY_IMPL(stochgrad_special, CPU, m) {
+  m.impl("gamma_log_grad", &gamma_log_grad);
+  m.impl("beta_grad", &beta_grad);
+}
