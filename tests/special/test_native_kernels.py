@@ -171,7 +171,7 @@ def test_special_values_match_torch_path(dtype, torch_path):
 )
 def test_torch_path_matches_oracle(family, params, dtype, torch_path):
     """The fallback stays within the accuracy targets (1e-10 / 1e-4) on its own."""
-    from tests.implicit import oracle
+    from tests.special import oracle
 
     torch_path()
     torch.manual_seed(0)
