@@ -135,14 +135,13 @@ class VonMises(td.VonMises):
         new._validate_args = self._validate_args
         return new
 
-    @torch.no_grad()
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         work = torch.promote_types(self.loc.dtype, torch.float64)
-        kappa = self.concentration.detach().to(work).expand(shape)
-        x = _sample_centred(kappa)
-        loc = self.loc.detach().to(work)
-        return ((x + math.pi + loc) % (2 * math.pi) - math.pi).to(self.loc.dtype)
+        with torch.no_grad():
+            x = _sample_centred(self.concentration.detach().to(work).expand(shape))
+            loc = self.loc.detach().to(work)
+            return ((x + math.pi + loc) % (2 * math.pi) - math.pi).to(self.loc.dtype)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         z = self.sample(sample_shape)
