@@ -105,13 +105,19 @@ def _asymptotic(x: Tensor, kappa: Tensor, n_terms: int) -> tuple[Tensor, Tensor]
     e = torch.full_like(q, 0.5)
     dseries = 1 + 0.5 * y  # Σ_j c_j y^j, the u-derivative of the truncated expansion
     inv_4kappa = 1 / (4 * kappa)
+    # Term j is kept while the bounds of _asymptotic_length stay above tolerance for this κ: the
+    # expansion diverges, so a larger κ must not take the extra terms a smaller one needs.
+    include, bound = torch.ones_like(kappa), torch.ones_like(kappa)
+    power, y_max = torch.ones_like(kappa), (9 / kappa).clamp(max=1)
     for j in range(1, n_terms + 1):
         if j > 1:
-            e.mul_(y).mul_((2 * j - 1) / (2 * j))
+            e.mul_(y).mul_(include * ((2 * j - 1) / (2 * j)))
             dseries.addcmul_(e, y)
         q.mul_(inv_4kappa).mul_((2 * j - 1) ** 2 / (2 * j)).addcmul_(e, step, value=-1)
-        total.add_(q)
-        weighted.add_(q, alpha=j)
+        total.addcmul_(q, include)
+        weighted.addcmul_(q, include, value=j)
+        bound, power = bound * ((2 * j - 1) ** 2 / (8 * j)) / kappa, power * y_max
+        include = include * (torch.maximum(bound, power) >= _SERIES_TOL)
     i0e = torch.special.i0e(kappa)
     dlog_norm = (1 - torch.special.i1e(kappa) / i0e) - 0.5 / kappa  # d log C/dκ, C = e^κ/(2π I0 √κ)
     dz = -(dlog_norm * total - weighted / kappa + dseries * u / (2 * kappa)) / sqrt_kappa
@@ -206,6 +212,10 @@ def von_mises_cdf_and_dz_dconcentration(
     x, kappa = value.detach().to(work), concentration.detach().to(work)
     kernel = _kernel(*_terms(kappa))
     shape = torch.broadcast_shapes(x.shape, kappa.shape)
+    if traced(x, kappa):
+        # under vmap in-place updates need every operand batched alike: broadcast by arithmetic
+        zero = torch.zeros((), dtype=work, device=x.device)
+        x, kappa = x + zero * kappa, kappa + zero * x
     if kappa.numel() == 1 and not traced(kappa):
         # one κ: the series coefficients stay scalars instead of filling every block
         scalar = kappa.reshape(())
