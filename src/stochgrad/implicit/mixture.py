@@ -369,12 +369,36 @@ class MixtureSameFamily(td.MixtureSameFamily):
         new = self._get_checked_instance(MixtureSameFamily, _instance)
         return super().expand(batch_shape, _instance=new)
 
+    def _normal_coordinates(self) -> td.Normal | None:
+        """The coordinate law when the components are (``Independent``) Normals."""
+        if not _reparameterizable(self._component_distribution):
+            return None
+        if _is_gaussian(self._component_distribution):
+            return None
+        inner, _ = _coordinates(self._component_distribution)
+        return inner if isinstance(inner, td.Normal) else None
+
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
-        shape = self._extended_shape(torch.Size(sample_shape))
+        sample_shape = torch.Size(sample_shape)
+        shape = self._extended_shape(sample_shape)
+        logits = self.mixture_distribution.logits
         if shape.numel() == 0:
-            logits = self.mixture_distribution.logits
             return torch.empty(shape, dtype=logits.dtype, device=logits.device)
-        return super().sample(sample_shape)
+        normal = self._normal_coordinates()
+        if normal is None:
+            return super().sample(sample_shape)
+        # Normal components: draw the index, then only the chosen component's coordinates
+        # (torch draws every component and keeps one: K times the noise)
+        with torch.no_grad():
+            index = self.mixture_distribution.sample(sample_shape)
+            dim, event = len(sample_shape) + len(self.batch_shape), self.event_shape
+            index = index.reshape(index.shape + (1,) * (1 + len(event)))
+            index = index.expand(index.shape[: dim + 1] + event)
+            full = sample_shape + normal.batch_shape
+            loc, scale = (
+                t.expand(full).gather(dim, index).squeeze(dim) for t in (normal.loc, normal.scale)
+            )
+            return torch.normal(loc, scale)
 
     def log_prob(self, value: Tensor) -> Tensor:
         work = _working_dtype(value.dtype)
