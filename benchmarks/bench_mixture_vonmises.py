@@ -77,7 +77,7 @@ def _seconds(fn: Callable[[], None]) -> float:
 
 
 def measure(rounds: int) -> None:
-    print(f"| case | reference | ours (ms) | reference (ms) | ratio median | ratio range |")
+    print("| case | reference | ours (ms) | reference (ms) | ratio median | ratio range |")
     print("|---|---|---|---|---|---|")
     for name, reference_name, ours, reference in cases():
         ours(), reference()  # warm up (lazy imports, allocator)
