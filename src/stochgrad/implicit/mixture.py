@@ -26,7 +26,6 @@ from stochgrad.implicit.factorized import _coordinates, _tensors_of
 
 __all__ = ["Mixture", "MixtureSameFamily"]
 
-_PerCoordinate = Callable[[Tensor], Tensor]
 _Bound = float | Tensor
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
