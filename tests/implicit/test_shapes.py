@@ -146,13 +146,6 @@ BAD = [
     ("event_shape", lambda: irt.Mixture([td.Normal(0.0, 1.0), td.Dirichlet(torch.ones(2))])),
     ("weights or logits", lambda: irt.Mixture([td.Normal(0.0, 1.0)], torch.ones(1), torch.ones(1))),
     ("univariate", lambda: irt.Factorized(td.MultivariateNormal(torch.zeros(2), torch.eye(2)))),
-    (
-        "univariate",
-        lambda: irt.MixtureSameFamily(
-            td.Categorical(logits=torch.zeros(2)),
-            td.MultivariateNormal(torch.zeros(2, 3), torch.eye(3)),
-        ),
-    ),
 ]
 
 

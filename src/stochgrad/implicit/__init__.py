@@ -16,12 +16,15 @@ from stochgrad.implicit.studentt import StudentT
 from stochgrad.implicit.truncated_normal import TruncatedNormal
 from stochgrad.implicit.vonmises import VonMises
 
+Student = StudentT  # the name the seed used
+
 __all__ = [
     "Beta",
     "Dirichlet",
     "Gamma",
     "MultivariateNormal",
     "Normal",
+    "Student",
     "StudentT",
     "Factorized",
     "ImplicitReparam",

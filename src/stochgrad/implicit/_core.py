@@ -6,8 +6,10 @@ implicit differentiation of ``F(z; θ) = u`` at fixed ``u`` gives
     dz/dθ = -(∂F(z; θ)/∂θ) / p(z; θ).
 
 Both helpers below return a tensor equal to ``z`` in value whose gradient with respect to the
-parameters is that derivative. They are written with plain differentiable torch ops (no custom
-``autograd.Function``), so they compose with ``torch.func`` transforms and ``torch.compile``.
+parameters is that derivative. Traced code (``torch.func`` transforms, ``torch.compile``) gets
+plain differentiable torch ops; in eager mode :func:`attach_gradients` uses one autograd node,
+which saves a pass over ``z`` per parameter. Mixtures solve their triangular system of
+conditional CDFs in :mod:`stochgrad.implicit.mixture`.
 Second derivatives through the sample are not provided (``dz/dθ`` is treated as a constant).
 """
 
@@ -27,7 +29,6 @@ __all__ = [
     "attach_gradients",
     "half_in_float32",
     "implicit_from_cdf",
-    "implicit_triangular",
     "needs_grad",
 ]
 
@@ -94,27 +95,6 @@ def implicit_from_cdf(
     cdf_value = cdf(z)
     density = log_prob(z).detach().exp()
     return z - gradient_only(cdf_value) / density
-
-
-def implicit_triangular(
-    z: Tensor, conditional: Callable[[int, list[Tensor]], tuple[Tensor, Tensor]]
-) -> Tensor:
-    """Implicit reparameterization of ``z`` (``..., D``) through its conditional CDFs.
-
-    With ``u_d = F_d(z_d | z_<d; θ)`` the Jacobian ``∂u/∂z`` is lower triangular with the
-    conditional densities on its diagonal, so ``dz/dθ = -(∂u/∂z)⁻¹ ∂u/∂θ`` is solved by forward
-    substitution. ``conditional(d, previous)`` returns ``(cdf_d, density_d)`` at ``z[..., d]``,
-    where ``previous`` holds the already reparameterized ``z[..., :d]`` (equal to ``z`` in value):
-    evaluating ``cdf_d`` at them lets autograd carry ``Σ_{j<d} ∂u_d/∂z_j · dz_j/dθ``, one
-    substitution step per coordinate and no per-sample Jacobian. Only the derivative of ``cdf_d``
-    is used, so it may differ from the CDF by any term constant in ``θ`` and ``z``.
-    """
-    z = z.detach()
-    previous: list[Tensor] = []
-    for d in range(z.shape[-1]):
-        cdf_value, density = conditional(d, previous)
-        previous.append(z[..., d] - gradient_only(cdf_value) / density.detach())
-    return torch.stack(previous, dim=-1)
 
 
 def half_in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:

@@ -1,12 +1,13 @@
 """Mixtures with implicit reparameterization gradients through the distributional transform.
 
-For a mixture with weights ``w_k`` and factorized components ``p_k(z) = Π_d p_kd(z_d)`` the
-distributional transform (Figurnov, Mohamed & Mnih, 2018, Sec. 3.3) maps ``z`` to
-``u_d = F_d(z_d | z_<d) = Σ_k π_k^{(d)} F_kd(z_d)`` with posterior weights
-``π_k^{(d)} ∝ w_k Π_{j<d} p_kj(z_j)``. Its Jacobian is lower triangular with the conditional
-densities on the diagonal; :func:`stochgrad.implicit._core.implicit_triangular` solves it by
-forward substitution. Univariate mixtures are the case ``D = 1``:
-``dz/dθ = -(Σ_k ∂(w_k F_k)/∂θ) / Σ_k w_k p_k``.
+For a mixture with weights ``w_k`` and components ``p_k`` the distributional transform
+(Figurnov, Mohamed & Mnih, 2018, Sec. 3.3) maps ``z`` to its conditional CDFs
+``u_d = F_d(z_d | z_<d) = Σ_k π_k^{(d)} F_kd(z_d | z_<d)`` with posterior weights
+``π_k^{(d)} ∝ w_k p_k(z_<d)``. Factorized components have ``F_kd(z_d | z_<d) = F_kd(z_d)``;
+full-covariance Gaussians have Gaussian conditionals ``Φ(ε_kd)`` with ``ε_k = L_k⁻¹(z - μ_k)``.
+The Jacobian ``∂u/∂z`` is lower triangular with the conditional densities on its diagonal, so
+``dz/dθ = -(∂u/∂z)⁻¹ ∂u/∂θ`` is one batched triangular solve. Univariate mixtures are the
+case ``D = 1``: ``dz/dθ = -(Σ_k ∂(w_k F_k)/∂θ) / Σ_k w_k p_k``.
 """
 
 from __future__ import annotations
@@ -20,35 +21,34 @@ import torch.distributions as td
 from torch import Tensor
 from torch.distributions import constraints
 
-from stochgrad.implicit._core import implicit_triangular, needs_grad
+from stochgrad.implicit._core import needs_grad
 from stochgrad.implicit.factorized import _coordinates, _tensors_of
 from stochgrad.pyro import PyroCompatible
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["Mixture", "MixtureSameFamily"]
 
-_PerCoordinate = Callable[[Tensor], Tensor]
+_Bound = float | Tensor
+_HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
-def _log_cdf_and_survival(dist: td.Distribution, value: Tensor) -> tuple[Tensor, Tensor]:
-    """``(log F, log(1 - F))`` without gradients; exact in both tails for Normal laws."""
-    with torch.no_grad():
-        if isinstance(dist, td.Normal):
-            standard = (value - dist.loc) / dist.scale
-            # log_ndtr once, on the tail side; the other side is log1p(-Φ) without cancellation
-            small = torch.special.log_ndtr(-standard.abs())
-            large = torch.log1p(-torch.exp(small))
-            upper = standard > 0
-            return torch.where(upper, large, small), torch.where(upper, small, large)
-        cdf = dist.cdf(value).clamp(0, 1)
-        return torch.log(cdf), torch.log1p(-cdf)
-
-
-def _support_bounds(support: constraints.Constraint) -> tuple[float, float]:
+def _support_bounds(support: constraints.Constraint) -> tuple[_Bound, _Bound]:
+    """Lower and upper bound of a support: floats, or tensors for per-component bounds."""
     while isinstance(support, constraints.independent):
         support = support.base_constraint
-    low = getattr(support, "lower_bound", -float("inf"))
-    high = getattr(support, "upper_bound", float("inf"))
-    return float(low), float(high)
+    low = getattr(support, "lower_bound", -math.inf)
+    high = getattr(support, "upper_bound", math.inf)
+    return low, high
+
+
+def _same_bounds(first: tuple[_Bound, _Bound], second: tuple[_Bound, _Bound]) -> bool:
+    def equal(a: _Bound, b: _Bound) -> bool:
+        if isinstance(a, Tensor) or isinstance(b, Tensor):
+            a, b = torch.as_tensor(a), torch.as_tensor(b)
+            return a.shape == b.shape and bool((a == b).all())
+        return float(a) == float(b)
+
+    return all(equal(a, b) for a, b in zip(first, second, strict=True))
 
 
 @contextlib.contextmanager
@@ -74,25 +74,33 @@ def _unvalidated(dist: td.Distribution) -> Iterator[None]:
 
 
 class _Coordinatewise:
-    """Per-coordinate ``log p``, ``F``, ``log F``, ``log(1-F)``; total outside the support."""
+    """Per-coordinate ``log p``, ``F``, ``log F``, ``log(1-F)``; total outside the support.
+
+    Support bounds may be numbers or tensors broadcasting with the coordinates (``Binomial``,
+    ``Uniform(low, high)`` with tensor bounds).
+    """
 
     def __init__(self, dist: td.Distribution) -> None:
         self.inner, self.folded = _coordinates(dist)
         self.low, self.high = _support_bounds(self.inner.support)
 
-    def _safe(self, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        below, above = value <= self.low, value >= self.high
-        if not (below.any() or above.any()):
-            return value, below, above
-        low, high = self.low, self.high
-        inside = (low + high) / 2 if abs(low) + abs(high) < float("inf") else None
-        if inside is None:
-            inside = low + 1 if low > -float("inf") else high - 1
-        return torch.where(below | above, torch.full_like(value, inside), value), below, above
-
     @property
     def _whole_line(self) -> bool:
-        return self.low == -float("inf") and self.high == float("inf")
+        bounded = (self.low, self.high)
+        return not any(isinstance(b, Tensor) for b in bounded) and bounded == (-math.inf, math.inf)
+
+    def _safe(self, value: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """``value`` with points outside the support moved inside, and the masks below/above."""
+        low = torch.as_tensor(self.low, dtype=value.dtype, device=value.device)
+        high = torch.as_tensor(self.high, dtype=value.dtype, device=value.device)
+        below, above = value <= low, value >= high
+        finite_low, finite_high = low.isfinite(), high.isfinite()
+        inside = torch.where(
+            finite_low & finite_high,
+            (low + high) / 2,
+            torch.where(finite_low, low + 1, torch.where(finite_high, high - 1, 0.0)),
+        )
+        return torch.where(below | above, inside.to(value.dtype), value), below, above
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._whole_line:
@@ -101,7 +109,7 @@ class _Coordinatewise:
         safe, below, above = self._safe(value)
         with _unvalidated(self.inner):
             log_prob = self.inner.log_prob(safe)
-        return torch.where(below | above, -float("inf"), log_prob)
+        return torch.where(below | above, -math.inf, log_prob)
 
     def cdf(self, value: Tensor) -> Tensor:
         if self._whole_line:
@@ -112,86 +120,214 @@ class _Coordinatewise:
             out = torch.where(below, 0.0, self.inner.cdf(safe))
         return torch.where(above, 1.0, out)
 
-    def log_cdf_and_survival(self, value: Tensor) -> tuple[Tensor, Tensor]:
-        if self._whole_line:
-            with _unvalidated(self.inner):
-                return _log_cdf_and_survival(self.inner, value)
-        safe, below, above = self._safe(value)
-        with _unvalidated(self.inner):
-            log_cdf, log_survival = _log_cdf_and_survival(self.inner, safe)
-        log_cdf = torch.where(above, 0.0, torch.where(below, -float("inf"), log_cdf))
-        log_survival = torch.where(below, 0.0, torch.where(above, -float("inf"), log_survival))
-        return log_cdf, log_survival
+    def pieces(self, value: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+        """``(log p, F, 1 - F, ∂log p/∂z)`` per coordinate.
+
+        ``log p`` and ``F`` carry the parameters' graph; the survival and the score (computed
+        only if ``score``) are detached. Normal laws in closed form, with an exact survival.
+        """
+        inner = self.inner
+        if self._whole_line and isinstance(inner, td.Normal):
+            standard = (value - inner.loc) / inner.scale
+            log_density = -0.5 * standard.square() - inner.scale.log() - _HALF_LOG_TWO_PI
+            fixed = standard.detach()
+            gradient = -fixed / inner.scale.detach() if score else None
+            return log_density, torch.special.ndtr(standard), torch.special.ndtr(-fixed), gradient
+        if score:
+            leaf = value.detach().clone().requires_grad_()
+            with torch.enable_grad():
+                log_density = self.log_prob(leaf)
+                (gradient,) = torch.autograd.grad(log_density.sum(), leaf, retain_graph=True)
+        else:
+            log_density, gradient = self.log_prob(value), None
+        cdf = self.cdf(value)
+        return log_density, cdf, (1 - cdf.detach()).clamp(0, 1), gradient
 
 
-def _mixture_rsample(
+def _working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Half inputs are computed in float32 (and cast back), as everywhere in the package."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
+
+
+def _log_joint(log_weights: Tensor, log_density: Tensor) -> Tensor:
+    """``log w_k + Σ_{j<d} log p_kj`` (``..., K, D``): one cumsum of ``[log w_k, log p_k0, …]``,
+    so a ``-inf`` term never meets its own negative."""
+    log_weights = log_weights.unsqueeze(-1)
+    if log_density.shape[-1] == 1:
+        return log_weights
+    head = log_weights.expand(*log_density.shape[:-1], 1)
+    return torch.cat([head, log_density[..., :-1]], dim=-1).cumsum(-1)
+
+
+def _transform(
+    logits: tuple[Tensor, Tensor],
+    cdf: tuple[Tensor, Tensor],
+    survival: Tensor,
+    density: Tensor,
+    finite: bool = False,
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Conditional CDFs ``u_d`` (``..., D``) as a differentiable surrogate, and for the Jacobian
+    ``a_kd = π_kd (F_kd - u_d)`` (``..., K, D``) and the conditional densities ``q_d``.
+
+    Inputs are ``(..., K, D)`` (torch's softmax over a short last dimension is 50x slower).
+    Pairs are ``(value, graph)``: the value detached, the graph tensor carrying the derivative in
+    the parameters (its value is irrelevant). ``logits`` is ``log w_k + Σ_{j<d} log p_kj``
+    (:func:`_log_joint`), ``cdf`` is ``F_kd``; ``survival`` ``1 - F_kd`` and ``density``
+    ``p_kd`` are values. With ``π_kd = softmax_k(logits)`` and ``Σ_k a_kd = 0``,
+    ``∂u_d = Σ_k π_kd ∂F_kd + Σ_k a_kd ∂logits_kd``, linear in the graph tensors.
+    ``F_kd - u_d`` is taken from CDFs below the conditional median and from survivals above it,
+    so upper tails do not cancel. ``finite`` promises ``logits > -∞`` (else masked where π = 0).
+    """
+    posterior = torch.softmax(logits[0], dim=-2)
+    fixed = cdf[0]
+    below = (posterior * fixed).sum(-2, keepdim=True)
+    above = (posterior * survival).sum(-2, keepdim=True)
+    weighted_offset = posterior * torch.where(below <= above, fixed - below, above - survival)
+    graph = logits[1] if finite else torch.where(posterior > 0, logits[1], 0.0)
+    u = (posterior * cdf[1] + weighted_offset * graph).sum(-2)
+    return u, weighted_offset, (posterior * density).sum(-2)
+
+
+def _jacobian(weighted_offset: Tensor, score: Tensor | None, density: Tensor) -> Tensor:
+    """``∂u/∂z`` of factorized components: ``∂u_d/∂z_j = Σ_k a_kd ∂log p_kj/∂z_j`` below the
+    diagonal, ``q_d`` on it. The upper triangle is left as is: the solves never read it."""
+    if score is None:
+        return density.unsqueeze(-1)
+    jacobian = weighted_offset.mT @ score
+    jacobian.diagonal(dim1=-2, dim2=-1).copy_(density)
+    return jacobian
+
+
+def _factorized_transform(
     z: Tensor,
     log_weights: Tensor,
-    log_prob: _PerCoordinate,
-    cdf: _PerCoordinate,
-    log_cdf_and_survival: Callable[[Tensor], tuple[Tensor, Tensor]],
-) -> Tensor:
-    """Reparameterize ``z`` (``..., D``) of a mixture of factorized components.
-
-    ``log_weights`` is ``(..., K)``; the callables map ``x`` of shape ``(..., K, D)`` (the sample
-    repeated per component) to per-component, per-coordinate values of the same shape.
+    pieces: Callable[[Tensor, bool], tuple[Tensor, Tensor, Tensor, Tensor | None]],
+) -> tuple[Tensor, Tensor]:
+    """``(u, ∂u/∂z)`` for factorized components; ``z`` is ``(..., D)``, ``log_weights``
+    ``(..., K)``; ``pieces(x, score)`` maps ``x`` (``..., K, D``) to the per-component,
+    per-coordinate ``(log p, F, 1 - F, ∂log p/∂z)`` (see :meth:`_Coordinatewise.pieces`).
     """
-    z = z.detach()
     num_components, dim = log_weights.shape[-1], z.shape[-1]
     x = z.unsqueeze(-2).expand(*z.shape[:-1], num_components, dim)
-    if dim > 1:
-        # The posterior weights depend on earlier coordinates only through log p_kj(z_j); their
-        # first-order expansion L0 + s·(z̃_j - z_j) (value unchanged) carries exactly the
-        # derivatives the forward substitution needs, with one density evaluation in all.
-        x_leaf = x.detach().clone().requires_grad_()
-        with torch.enable_grad():
-            log_density = log_prob(x_leaf)
-            (score,) = torch.autograd.grad(log_density.sum(), x_leaf, retain_graph=True)
-    else:
-        log_density, score = log_prob(x), None
-    log_cdf, log_survival = log_cdf_and_survival(x)
-    # One contiguous (..., K) slab per coordinate: the loop below reads them in order.
-    log_density, cdf_value, log_cdf, log_survival = (
-        t.movedim(-1, 0).contiguous() for t in (log_density, cdf(x), log_cdf, log_survival)
+    log_density, cdf, survival, score = pieces(x, dim > 1)
+    logits = _log_joint(log_weights, log_density)
+    fixed = log_density.detach().exp()
+    u, weighted_offset, density = _transform(
+        (logits.detach(), logits), (cdf.detach(), cdf), survival, fixed
     )
-    score = None if score is None else score.movedim(-1, 0).contiguous()
-    log_density_value = log_density.detach()
-    # unbind once: per-step indexing of a graph tensor would zero-fill it in backward, D times
-    log_density, cdf_value = log_density.unbind(0), cdf_value.unbind(0)
-    running = torch.zeros_like(log_weights)
+    return u, _jacobian(weighted_offset, score, density)
 
-    def conditional(d: int, previous: list[Tensor]) -> tuple[Tensor, Tensor]:
-        nonlocal running
-        if d > 0:
-            shift = (previous[-1] - z[..., d - 1]).unsqueeze(-1) * score[d - 1]
-            running = running + log_density[d - 1] + shift
-        log_posterior = torch.log_softmax(log_weights + running, dim=-1)
-        posterior = log_posterior.exp()
-        lp = log_posterior.detach()
-        log_u = torch.logsumexp(lp + log_cdf[d], dim=-1, keepdim=True)
-        log_s = torch.logsumexp(lp + log_survival[d], dim=-1, keepdim=True)
-        # F_kd - u_d, from CDFs below the conditional median and from survivals above it, so
-        # that far tails do not cancel (Σ_k ∂π_k = 0 makes the constant irrelevant).
-        offset = torch.where(
-            log_u <= log_s,
-            log_cdf[d].exp() - log_u.exp(),
-            log_s.exp() - log_survival[d].exp(),
-        )
-        numerator = (posterior.detach() * cdf_value[d]).sum(-1)
-        numerator = numerator + (posterior * offset).sum(-1)
-        density = torch.logsumexp(lp + log_density_value[d], dim=-1).exp()
-        return numerator, density
 
-    return implicit_triangular(z, conditional)
+def _normal_transform(
+    z: Tensor, log_weights: Tensor, loc: Tensor, scale: Tensor
+) -> tuple[Tensor, Tensor]:
+    """:func:`_factorized_transform` for diagonal Gaussians ``loc``, ``scale`` (``..., K, D``),
+    in closed form: with ``s = (z - μ)/σ``, ``∂F = φ(s) ∂s`` and ``∂log p = -s ∂s - ∂log σ``,
+    so the graph holds only ``s`` and ``log σ`` (linear surrogates, values irrelevant)."""
+    standard = (z.unsqueeze(-2) - loc) * scale.reciprocal()
+    fixed = standard.detach()
+    log_scale = scale.log()
+    half_square = fixed.square().mul_(-0.5)
+    log_density = half_square - (log_scale.detach() + _HALF_LOG_TWO_PI)
+    standard_density = half_square.sub_(_HALF_LOG_TWO_PI).exp_()
+    scaled = fixed * -math.sqrt(0.5)
+    cdf = torch.special.erfc(scaled).mul_(0.5)
+    survival = torch.special.erfc(scaled.neg_()).mul_(0.5)
+    logits = _log_joint(log_weights.detach(), log_density)
+    logits_graph = _log_joint(log_weights, -fixed * standard - log_scale)
+    u, weighted_offset, density = _transform(
+        (logits, logits_graph),
+        (cdf, standard_density * standard),
+        survival,
+        standard_density / scale.detach(),
+        finite=True,
+    )
+    score = -fixed / scale.detach() if z.shape[-1] > 1 else None
+    return u, _jacobian(weighted_offset, score, density)
+
+
+def _gaussian_transform(
+    z: Tensor, log_weights: Tensor, loc: Tensor, scale_tril: Tensor
+) -> tuple[Tensor, Tensor]:
+    """``(u, ∂u/∂z)`` for full-covariance Gaussian components ``N(loc_k, L_k L_kᵀ)``.
+
+    ``z`` is ``(*S, *B, D)``, ``loc`` ``(*B, K, D)``, ``scale_tril`` ``(*B, K, D, D)``. With
+    ``ε_k = L_k⁻¹(z - μ_k)`` the conditional of coordinate ``d`` is ``Φ(ε_kd)`` with density
+    ``φ(ε_kd)/L_kdd``; ``∂ε_k/∂z = L_k⁻¹``, so ``∂u_d/∂z_i = Σ_k π_kd [φ(ε_kd) L_k⁻¹[d, i]
+    - (F_kd - u_d) Σ_{j<d} ε_kj L_k⁻¹[j, i]]``.
+    """
+    batch_ndim = loc.dim() - 2
+    sample_shape = z.shape[: z.dim() - 1 - batch_ndim]
+    samples = sample_shape.numel()
+    # the samples become right-hand sides of one solve per component: L is never broadcast
+    columns = z.reshape(samples, *z.shape[len(sample_shape) :]).movedim(0, -1).unsqueeze(-3)
+    eps = torch.linalg.solve_triangular(scale_tril, columns - loc.unsqueeze(-1), upper=False)
+    eps = eps.movedim(-1, 0).reshape(*sample_shape, *eps.shape[:-1])
+    log_scale = scale_tril.diagonal(dim1=-2, dim2=-1).log()
+    log_density = -0.5 * eps.square() - log_scale - _HALF_LOG_TWO_PI
+    e = eps.detach()
+    logits = _log_joint(log_weights, log_density)
+    u, weighted_offset, density = _transform(
+        (logits.detach(), logits),
+        (torch.special.ndtr(e), torch.special.ndtr(eps)),
+        torch.special.ndtr(-e),
+        log_density.detach().exp(),
+        finite=True,
+    )
+    posterior = torch.softmax(logits.detach(), dim=-2)
+    eye = torch.eye(z.shape[-1], dtype=z.dtype, device=z.device)
+    inverse = torch.linalg.solve_triangular(scale_tril.detach(), eye, upper=False)
+    standard_density = posterior * torch.exp(-0.5 * e.square() - _HALF_LOG_TWO_PI)
+    through_conditional = torch.einsum("...kd,...kdi->...di", standard_density, inverse)
+    earlier_scores = e.unsqueeze(-1) * inverse
+    earlier_scores = earlier_scores.cumsum(-2) - earlier_scores
+    through_weights = torch.einsum("...kd,...kdi->...di", weighted_offset, earlier_scores)
+    jacobian = through_conditional - through_weights
+    jacobian.diagonal(dim1=-2, dim2=-1).copy_(density)
+    return u, jacobian
+
+
+def _implicit_solve(z: Tensor, u: Tensor, jacobian: Tensor) -> Tensor:
+    """``z`` in value with gradient ``dz/dθ = -(∂u/∂z)⁻¹ ∂u/∂θ`` (``jacobian`` lower triangular).
+
+    Backward is one more batched triangular solve; no loop over coordinates.
+    """
+    change = gradient_only(u).unsqueeze(-1)
+    jacobian = jacobian.detach()
+    if jacobian.shape[-1] == 1:
+        step = change / jacobian
+    else:
+        step = torch.linalg.solve_triangular(jacobian, change, upper=False)
+    return z.detach() - step.squeeze(-1)
+
+
+def _is_gaussian(dist: td.Distribution) -> bool:
+    return isinstance(dist, (td.MultivariateNormal, td.LowRankMultivariateNormal))
+
+
+def _reparameterizable(dist: td.Distribution) -> bool:
+    """Whether the distributional transform of ``dist`` is implemented: full-covariance
+    Gaussians, and continuous univariate (or ``Independent`` of univariate) laws with a cdf."""
+    if _is_gaussian(dist):
+        return True
+    try:
+        inner, _ = _coordinates(dist)
+    except ValueError:
+        return False
+    return not inner.support.is_discrete and type(inner).cdf is not td.Distribution.cdf
 
 
 class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
     """Mixture of one family (``torch.distributions.MixtureSameFamily``) with ``rsample``.
 
     Gradient path: ``dz/dθ = -(∂u/∂z)⁻¹ ∂u/∂θ`` through the distributional transform
-    ``u_d = Σ_k π_k^{(d)} F_kd(z_d)``, solved by forward substitution (Figurnov, Mohamed & Mnih,
-    2018, Sec. 3.3). Components must be univariate, or ``Independent`` of univariate laws (e.g.
-    diagonal Gaussians), and have a differentiable ``cdf``.
+    ``u_d = Σ_k π_k^{(d)} F_kd(z_d | z_<d)``, one batched triangular solve (Figurnov, Mohamed &
+    Mnih, 2018, Sec. 3.3). ``rsample`` supports univariate components, ``Independent`` of
+    univariate ones with a differentiable ``cdf`` (e.g. diagonal Gaussians), and
+    ``MultivariateNormal`` / ``LowRankMultivariateNormal`` components (Gaussian conditionals).
+    Every other component torch accepts (e.g. ``Dirichlet``) constructs, samples and scores as in
+    torch; its ``rsample`` raises ``NotImplementedError`` and ``has_rsample`` is ``False``.
+    Unlike torch, an unbatched ``Categorical`` broadcasts against batched components.
 
     Args:
         mixture_distribution: ``Categorical`` over the rightmost batch dimension of the components.
@@ -208,8 +344,6 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         torch.Size([3])
     """
 
-    has_rsample = True
-
     def __init__(
         self,
         mixture_distribution: td.Categorical,
@@ -217,38 +351,108 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         validate_args: bool | None = None,
     ) -> None:
         super().__init__(mixture_distribution, component_distribution, validate_args)
-        self._coordinatewise = _Coordinatewise(component_distribution)
+        mixture_batch = self._mixture_distribution.batch_shape
+        component_batch = self._component_distribution.batch_shape
+        batch_shape = torch.broadcast_shapes(mixture_batch, component_batch[:-1])
+        if mixture_batch != batch_shape:
+            self._mixture_distribution = self._mixture_distribution.expand(batch_shape)
+        if component_batch[:-1] != batch_shape:
+            self._component_distribution = self._component_distribution.expand(
+                batch_shape + component_batch[-1:]
+            )
+        self._batch_shape = batch_shape
+
+    @property
+    def has_rsample(self) -> bool:  # type: ignore[override]
+        return _reparameterizable(self._component_distribution)
 
     def expand(self, batch_shape, _instance=None):
         new = self._get_checked_instance(MixtureSameFamily, _instance)
-        new = super().expand(batch_shape, _instance=new)
-        new._coordinatewise = _Coordinatewise(new.component_distribution)
-        return new
+        return super().expand(batch_shape, _instance=new)
+
+    def _normal_coordinates(self) -> td.Normal | None:
+        """The coordinate law when the components are (``Independent``) Normals."""
+        if not _reparameterizable(self._component_distribution):
+            return None
+        if _is_gaussian(self._component_distribution):
+            return None
+        inner, _ = _coordinates(self._component_distribution)
+        return inner if isinstance(inner, td.Normal) else None
+
+    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        sample_shape = torch.Size(sample_shape)
+        shape = self._extended_shape(sample_shape)
+        logits = self.mixture_distribution.logits
+        if shape.numel() == 0:
+            return torch.empty(shape, dtype=logits.dtype, device=logits.device)
+        normal = self._normal_coordinates()
+        if normal is None:
+            return super().sample(sample_shape)
+        # Normal components: draw the index, then only the chosen component's coordinates
+        # (torch draws every component and keeps one: K times the noise)
+        with torch.no_grad():
+            index = self.mixture_distribution.sample(sample_shape)
+            dim, event = len(sample_shape) + len(self.batch_shape), self.event_shape
+            index = index.reshape(index.shape + (1,) * (1 + len(event)))
+            index = index.expand(index.shape[: dim + 1] + event)
+            full = sample_shape + normal.batch_shape
+            loc, scale = (
+                t.expand(full).gather(dim, index).squeeze(dim) for t in (normal.loc, normal.scale)
+            )
+            return torch.normal(loc, scale)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        work = _working_dtype(value.dtype)
+        if work == value.dtype:
+            return super().log_prob(value)
+        if self._validate_args:
+            self._validate_sample(value)
+        with _unvalidated(self.component_distribution):
+            log_prob = self.component_distribution.log_prob(self._pad(value.to(work)))
+        log_weights = torch.log_softmax(self.mixture_distribution.logits.to(work), dim=-1)
+        return torch.logsumexp(log_prob + log_weights, dim=-1).to(value.dtype)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        components = self.component_distribution
+        if not self.has_rsample:
+            raise NotImplementedError(
+                f"MixtureSameFamily.rsample is not implemented for {type(components).__name__} "
+                "components (supported: univariate or Independent laws with a differentiable cdf, "
+                "MultivariateNormal, LowRankMultivariateNormal); use sample() for draws "
+                "without gradients"
+            )
         z = self.sample(sample_shape)
-        if not needs_grad(*_tensors_of(self)):
+        if z.numel() == 0 or not needs_grad(*_tensors_of(self)):
             return z
-        flat = z.reshape(*z.shape[: z.dim() - len(self.event_shape)], -1)
-        coordinates = self._coordinatewise
+        work = _working_dtype(z.dtype)
+        log_weights = torch.log_softmax(self.mixture_distribution.logits.to(work), dim=-1)
+        event_ndim = len(self.event_shape)
+        flat = z.to(work).reshape(*z.shape[: z.dim() - event_ndim], self.event_shape.numel())
+        if _is_gaussian(components):
+            loc, scale_tril = components.loc.to(work), components.scale_tril.to(work)
+            u, jacobian = _gaussian_transform(flat, log_weights, loc, scale_tril)
+        else:
+            u, jacobian = self._factorized_transform(flat, log_weights)
+        return _implicit_solve(flat, u, jacobian).reshape(z.shape).to(z.dtype)
 
-        def per_component(fn: Callable[[Tensor], Tensor]) -> _PerCoordinate:
+    def _factorized_transform(self, flat: Tensor, log_weights: Tensor) -> tuple[Tensor, Tensor]:
+        coordinates = _Coordinatewise(self.component_distribution)
+        event_shape = self.event_shape
+        inner = coordinates.inner
+        if isinstance(inner, td.Normal) and coordinates._whole_line:
+            shape = self.component_distribution.batch_shape + (flat.shape[-1],)
+            loc, scale = (
+                t.expand(inner.batch_shape).reshape(shape).to(flat.dtype)
+                for t in (inner.loc, inner.scale)
+            )
+            return _normal_transform(flat, log_weights, loc, scale)
+
+        def pieces(x: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
             # (..., K, D) -> the component batch (..., K, *event) -> (..., K, D)
-            return lambda x: fn(x.reshape(*x.shape[:-1], *self.event_shape)).reshape(x.shape)
+            out = coordinates.pieces(x.reshape(*x.shape[:-1], *event_shape), score)
+            return tuple(None if t is None else t.reshape(x.shape) for t in out)
 
-        def log_cdf_and_survival(x: Tensor) -> tuple[Tensor, Tensor]:
-            pair = coordinates.log_cdf_and_survival(x.reshape(*x.shape[:-1], *self.event_shape))
-            return pair[0].reshape(x.shape), pair[1].reshape(x.shape)
-
-        log_weights = torch.log_softmax(self.mixture_distribution.logits, dim=-1)
-        out = _mixture_rsample(
-            flat,
-            log_weights.expand(flat.shape[:-1] + log_weights.shape[-1:]),
-            per_component(coordinates.log_prob),
-            per_component(coordinates.cdf),
-            log_cdf_and_survival,
-        )
-        return out.reshape(z.shape)
+        return _factorized_transform(flat, log_weights, pieces)
 
 
 class Mixture(PyroCompatible, td.Distribution):
@@ -344,8 +548,8 @@ class Mixture(PyroCompatible, td.Distribution):
 
     @property
     def support(self) -> constraints.Constraint:
-        bounds = {_support_bounds(c.support) for c in self.components}
-        if len(bounds) == 1:
+        first = _support_bounds(self.components[0].support)
+        if all(_same_bounds(first, _support_bounds(c.support)) for c in self.components):
             return self.components[0].support
         return constraints.independent(constraints.real, len(self.event_shape))
 
@@ -381,49 +585,50 @@ class Mixture(PyroCompatible, td.Distribution):
         return torch.stack(per, -1)
 
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+        sample_shape = torch.Size(sample_shape)
         with torch.no_grad():
             samples = torch.stack([c.sample(sample_shape) for c in self.components], -1)
-            index = td.Categorical(logits=self.logits).sample(sample_shape)
+            if samples.numel() == 0:
+                return samples.sum(-1)
+            logits = self.logits.expand(self.batch_shape + self.logits.shape[-1:])
+            index = td.Categorical(logits=logits, validate_args=False).sample(sample_shape)
             index = index.reshape(index.shape + (1,) * len(self.event_shape) + (1,))
             index = index.expand(samples.shape[:-1] + (1,))
             return samples.gather(-1, index).squeeze(-1)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         z = self.sample(sample_shape)
-        if not needs_grad(self.logits, *(t for c in self.components for t in _tensors_of(c))):
+        parameters = (self.logits, *(t for c in self.components for t in _tensors_of(c)))
+        if z.numel() == 0 or not needs_grad(*parameters):
             return z
         event_shape = self.event_shape
-        flat = z.reshape(*z.shape[: z.dim() - len(event_shape)], -1)
+        work = _working_dtype(z.dtype)
+        flat = z.to(work).reshape(*z.shape[: z.dim() - len(event_shape)], event_shape.numel())
 
-        def stack(method: str) -> Callable[[Tensor], Tensor | tuple[Tensor, Tensor]]:
-            def fn(x: Tensor):
-                outs = []
-                for k, wise in enumerate(self._coordinatewise):
-                    xk = x[..., k, :].reshape(*x.shape[:-2], *event_shape)
-                    outs.append(getattr(wise, method)(xk))
-                if method == "log_cdf_and_survival":
-                    return tuple(
-                        torch.stack([o[i].reshape(x.shape[:-2] + x.shape[-1:]) for o in outs], -2)
-                        for i in range(2)
-                    )
-                return torch.stack([o.reshape(x.shape[:-2] + x.shape[-1:]) for o in outs], -2)
+        def pieces(x: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
+            per = []
+            for k, wise in enumerate(self._coordinatewise):
+                xk = x[..., k, :].reshape(*x.shape[:-2], *event_shape)
+                per.append(
+                    [
+                        t if t is None else t.reshape(x.shape[:-2] + x.shape[-1:])
+                        for t in wise.pieces(xk, score)
+                    ]
+                )
+            return tuple(
+                None if column[0] is None else torch.stack(column, -2)
+                for column in zip(*per, strict=True)
+            )
 
-            return fn
-
-        logits = self.logits.expand(flat.shape[:-1] + self.logits.shape[-1:])
-        out = _mixture_rsample(
-            flat,
-            logits,
-            stack("log_prob"),
-            stack("cdf"),
-            stack("log_cdf_and_survival"),
-        )
-        return out.reshape(z.shape)
+        u, jacobian = _factorized_transform(flat, self.logits.to(work), pieces)
+        return _implicit_solve(flat, u, jacobian).reshape(z.shape).to(z.dtype)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        return torch.logsumexp(self.logits + self._stacked(value, "log_prob"), -1)
+        work = _working_dtype(value.dtype)
+        log_prob = self._stacked(value.to(work), "log_prob")
+        return torch.logsumexp(self.logits.to(work) + log_prob, -1).to(value.dtype)
 
     def cdf(self, value: Tensor) -> Tensor:
         """Mixture CDF ``Σ_k w_k F_k(z)`` (univariate mixtures; for events, the joint CDF)."""

@@ -30,6 +30,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.special._autograd import gradient_only
+from stochgrad.special._quadrature import blockwise, traced
 
 __all__ = ["von_mises_cdf", "von_mises_cdf_and_dz_dconcentration"]
 
@@ -63,9 +64,8 @@ def _asymptotic_length(kappa_min: float) -> int:
     return _ASYMPTOTIC_TERMS
 
 
-def _series(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
-    """``(F, ∂F/∂κ)`` by the Fourier series; ``kappa`` broadcasts to ``x`` (and may be smaller)."""
-    n_terms = _series_length(float(kappa.max()))
+def _series(x: Tensor, kappa: Tensor, n_terms: int) -> tuple[Tensor, Tensor]:
+    """``(F, ∂F/∂κ)`` by ``n_terms`` of the Fourier series; ``kappa`` broadcasts to ``x``."""
     # r_n = I_n/I_{n-1} from r_n = κ / (2n + κ r_{n+1}); the start value is Amos' bound,
     # whose error is damped by r_n² at every step, so a margin of 20 steps is ample.
     # These coefficients live on κ's own (unbroadcast) shape.
@@ -93,9 +93,8 @@ def _series(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
     return cdf, dacc.div_(math.pi)
 
 
-def _asymptotic(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
+def _asymptotic(x: Tensor, kappa: Tensor, n_terms: int) -> tuple[Tensor, Tensor]:
     """``(F, dz/dκ)`` by the corrected normal expansion, for ``x ≤ 0`` and κ ≥ ``_BLEND_LOW``."""
-    n_terms = _asymptotic_length(float(kappa.min()))
     sqrt_kappa = torch.sqrt(kappa)
     u = 2 * sqrt_kappa * torch.sin(x / 2)
     y = torch.sin(x / 2).square_()
@@ -107,13 +106,19 @@ def _asymptotic(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
     e = torch.full_like(q, 0.5)
     dseries = 1 + 0.5 * y  # Σ_j c_j y^j, the u-derivative of the truncated expansion
     inv_4kappa = 1 / (4 * kappa)
+    # Term j is kept while the bounds of _asymptotic_length stay above tolerance for this κ: the
+    # expansion diverges, so a larger κ must not take the extra terms a smaller one needs.
+    include, bound = torch.ones_like(kappa), torch.ones_like(kappa)
+    power, y_max = torch.ones_like(kappa), (9 / kappa).clamp(max=1)
     for j in range(1, n_terms + 1):
         if j > 1:
-            e.mul_(y).mul_((2 * j - 1) / (2 * j))
+            e.mul_(y).mul_(include * ((2 * j - 1) / (2 * j)))
             dseries.addcmul_(e, y)
         q.mul_(inv_4kappa).mul_((2 * j - 1) ** 2 / (2 * j)).addcmul_(e, step, value=-1)
-        total.add_(q)
-        weighted.add_(q, alpha=j)
+        total.addcmul_(q, include)
+        weighted.addcmul_(q, include, value=j)
+        bound, power = bound * ((2 * j - 1) ** 2 / (8 * j)) / kappa, power * y_max
+        include = include * (torch.maximum(bound, power) >= _SERIES_TOL)
     i0e = torch.special.i0e(kappa)
     dlog_norm = (1 - torch.special.i1e(kappa) / i0e) - 0.5 / kappa  # d log C/dκ, C = e^κ/(2π I0 √κ)
     dz = -(dlog_norm * total - weighted / kappa + dseries * u / (2 * kappa)) / sqrt_kappa
@@ -126,35 +131,65 @@ def _log_density(x: Tensor, kappa: Tensor) -> Tensor:
     return kappa * (torch.cos(x) - 1) - math.log(2 * math.pi) - torch.log(torch.special.i0e(kappa))
 
 
-def _left_half(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor]:
-    """``(F, dz/dκ)`` for ``x ∈ [-π, 0]`` in float64; ``kappa`` broadcasts to ``x``.
+def _left_half(
+    x: Tensor, kappa: Tensor, series_terms: int, asymptotic_terms: int
+) -> tuple[Tensor, Tensor]:
+    """``(F, dz/dκ)`` for ``x ∈ [-π, 0]`` in float64; ``kappa`` has the shape of ``x``.
 
-    Each regime is evaluated with κ clamped into its range, so both are finite everywhere and a
-    regime is skipped when no element gives it weight.
+    Each regime is evaluated with κ clamped into its range, so both are finite everywhere; a
+    regime given ``0`` terms is skipped (no element gives it weight).
     """
     t = ((kappa - _BLEND_LOW) / (_BLEND_HIGH - _BLEND_LOW)).clamp(0, 1)
     weight = t * t * (3 - 2 * t)
     cdf, dz = torch.zeros_like(x), torch.zeros_like(x)
-    if bool((weight < 1).any()):
+    if series_terms:
         kappa_series = kappa.clamp(max=_BLEND_HIGH)
-        f, dfdk = _series(x, kappa_series)
+        f, dfdk = _series(x, kappa_series, series_terms)
         g = dfdk.div_(torch.exp(_log_density(x, kappa_series))).neg_()
         cdf.addcmul_(1 - weight, f)
         dz.addcmul_(1 - weight, g)
-    if bool((weight > 0).any()):
-        f, g = _asymptotic(x, kappa.clamp(min=_BLEND_LOW))
+    if asymptotic_terms:
+        f, g = _asymptotic(x, kappa.clamp(min=_BLEND_LOW), asymptotic_terms)
         cdf.addcmul_(weight, f)
         dz.addcmul_(weight, g)
     return cdf, dz
 
 
-def _centred(value: Tensor, concentration: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
-    work = torch.promote_types(value.dtype, torch.float64)
-    x, kappa = value.detach().to(work), concentration.detach().to(work)
-    x = x.expand(torch.broadcast_shapes(x.shape, kappa.shape))
-    periods = torch.round(x / (2 * math.pi))
-    x = x - 2 * math.pi * periods
-    return x, kappa, periods, torch.signbit(x)
+def _terms(kappa: Tensor) -> tuple[int, int]:
+    """Terms of the series and of the expansion that the concentrations need (0: unused).
+
+    Traced code (torch.compile, vmap) cannot read κ, so it takes the most either regime can need.
+    """
+    if traced(kappa):
+        return _series_length(_BLEND_HIGH), _asymptotic_length(_BLEND_LOW)
+    finite = kappa[kappa.isfinite()]
+    if finite.numel() == 0:
+        return 0, 0
+    low, high = torch.aminmax(finite)
+    low, high = float(low), float(high)
+    series = _series_length(min(high, _BLEND_HIGH)) if low < _BLEND_HIGH else 0
+    asymptotic = _asymptotic_length(max(low, _BLEND_LOW)) if high > _BLEND_LOW else 0
+    return series, asymptotic
+
+
+def _kernel(series_terms: int, asymptotic_terms: int):
+    def kernel(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        periods = torch.round(x / (2 * math.pi))
+        x = x - 2 * math.pi * periods
+        negative = torch.signbit(x)
+        cdf_left, dz_left = _left_half(-x.abs(), kappa, series_terms, asymptotic_terms)
+        cdf = torch.where(negative, cdf_left, 1 - cdf_left) + periods
+        dz = torch.where(negative, dz_left, -dz_left)
+        density = torch.exp(_log_density(x, kappa))
+        # κ = +inf is the point mass at 0 (dz/dκ = 0); NaN stays NaN
+        point = torch.isposinf(kappa)
+        step = torch.where(x < 0, 0.0, torch.where(x > 0, 1.0, 0.5)) + periods
+        cdf = torch.where(point, step, cdf)
+        dz = torch.where(point, 0.0, dz)
+        unknown = x.isnan() | kappa.isnan()
+        return (torch.where(unknown, math.nan, t) for t in (cdf, density, dz))
+
+    return lambda x, kappa: tuple(kernel(x, kappa))
 
 
 def von_mises_cdf_and_dz_dconcentration(
@@ -174,11 +209,20 @@ def von_mises_cdf_and_dz_dconcentration(
         0.5
     """
     out_dtype = torch.promote_types(value.dtype, concentration.dtype)
-    x, kappa, periods, negative = _centred(value, concentration)
-    cdf_left, dz_left = _left_half(-x.abs(), kappa)
-    cdf = torch.where(negative, cdf_left, 1 - cdf_left) + periods
-    dz = torch.where(negative, dz_left, -dz_left)
-    density = torch.exp(_log_density(x, kappa))
+    work = torch.promote_types(out_dtype, torch.float64)
+    x, kappa = value.detach().to(work), concentration.detach().to(work)
+    kernel = _kernel(*_terms(kappa))
+    shape = torch.broadcast_shapes(x.shape, kappa.shape)
+    if traced(x, kappa):
+        # under vmap in-place updates need every operand batched alike: broadcast by arithmetic
+        zero = torch.zeros((), dtype=work, device=x.device)
+        x, kappa = x + zero * kappa, kappa + zero * x
+    if kappa.numel() == 1 and not traced(kappa):
+        # one κ: the series coefficients stay scalars instead of filling every block
+        scalar = kappa.reshape(())
+        cdf, density, dz = blockwise(lambda x: kernel(x, scalar), x.expand(shape))
+    else:
+        cdf, density, dz = blockwise(kernel, x.expand(shape), kappa.expand(shape))
     return cdf.to(out_dtype), density.to(out_dtype), dz.to(out_dtype)
 
 
