@@ -28,16 +28,15 @@ from typing import Any
 import torch
 
 from stochgrad.cli.checkpoint import load_checkpoint
+from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.cli.models import FAMILIES, VAE
-from stochgrad.cli.objectives import ESTIMATOR_KINDS, estimator_available
+from stochgrad.cli.objectives import ESTIMATORS
 from stochgrad.cli.train import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     TrainConfig,
-    TrainingError,
-    UsageError,
-    _public,
     options_from_args,
+    public_config,
     resolve_config,
     train,
 )
@@ -89,37 +88,31 @@ def _split(text: str, name: str, cast=str) -> list:
 
 def grid(
     latents: list[str], estimators: list[str], dims: list[int], seeds: list[int]
-) -> tuple[list[tuple[str, str, int | None, int]], list[str]]:
-    """The runs (latent, estimator, dim, seed) of the grid and the messages for skipped pairs."""
+) -> list[tuple[str, str, int | None, int]]:
+    """The runs (latent, estimator, dim, seed) of the grid: the pairs that go together."""
     for latent in latents:
         if latent not in FAMILIES:
             raise UsageError(f"unknown latent family {latent!r}; choose from {', '.join(FAMILIES)}")
     for estimator in estimators:
-        if estimator not in ESTIMATOR_KINDS:
+        if estimator not in ESTIMATORS:
             raise UsageError(
-                f"unknown estimator {estimator!r}; choose from {', '.join(ESTIMATOR_KINDS)}"
+                f"unknown estimator {estimator!r}; choose from {', '.join(ESTIMATORS)}"
             )
-    runs, skipped = [], []
+    runs = []
     for latent in latents:
         family = FAMILIES[latent]
         for estimator in estimators:
             if estimator not in family.estimators:
                 continue
-            if not family.available() or not estimator_available(estimator):
-                skipped.append(f"{latent}/{estimator}: not provided by this installation yet")
-                continue
             for dim in [None] if family.discrete else dims:
                 runs.extend((latent, estimator, dim, seed) for seed in seeds)
     if not runs:
-        raise UsageError(
-            "the grid is empty: no --latents/--estimators pair can be trained"
-            + (f" ({'; '.join(skipped)})" if skipped else "")
-        )
-    return runs, skipped
+        raise UsageError("the grid is empty: no --latents/--estimators pair can be trained")
+    return runs
 
 
 def compare_from_args(args: argparse.Namespace) -> int:
-    runs, skipped = grid(
+    runs = grid(
         _split(args.latents, "--latents"),
         _split(args.estimators, "--estimators"),
         _split(args.dims, "--dims", int),
@@ -128,9 +121,7 @@ def compare_from_args(args: argparse.Namespace) -> int:
     base = TrainConfig(**options_from_args(args))
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    compare(
-        runs, base, Path(args.out), skipped=skipped, figures=not args.no_figures, jobs=args.jobs
-    )
+    compare(runs, base, Path(args.out), figures=not args.no_figures, jobs=args.jobs)
     return 0
 
 
@@ -138,7 +129,6 @@ def compare(
     runs: list[tuple[str, str, int | None, int]],
     base: TrainConfig,
     out: Path,
-    skipped: list[str] = (),
     figures: bool = True,
     jobs: int = 1,
     log=print,
@@ -155,8 +145,6 @@ def compare(
         for latent, estimator, dim, seed in runs
     ]
     dataset = load_dataset(base.data, base.data_dir)
-    for message in skipped:
-        log(f"skipped {message}")
     log(f"compare: {len(configs)} runs on {base.data}, results in {out}")
     configs = [
         replace(config, out=str(out / "runs" / _run_name(config)), resume=True)
@@ -244,7 +232,7 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
     if not (metrics_path.exists() and checkpoint_path.exists()):
         return None
     metrics = json.loads(metrics_path.read_text())
-    wanted = _public(config)
+    wanted = public_config(config)
     if any(metrics["config"].get(key) != value for key, value in wanted.items() if key != "out"):
         return None
     state = load_checkpoint(checkpoint_path)
