@@ -79,22 +79,14 @@ class TrainConfig:
     progress: bool | None = None
 
 
+_OPTIONS = ("epochs", "batch_size", "lr", "device", "data", "data_dir", "train_size",
+            "test_size", "iwae_samples", "samples", "temperature")  # fmt: skip
+
+
 def options_from_args(args: Any) -> dict[str, Any]:
     """The :class:`TrainConfig` fields set by the data and training options of the parser."""
-    return {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "device": args.device,
-        "data": args.data,
-        "data_dir": args.data_dir,
-        "train_size": args.train_size,
-        "test_size": args.test_size,
-        "iwae_samples": args.iwae_samples,
-        "samples": args.samples,
-        "temperature": args.temperature,
-        "progress": False if args.no_progress else None,
-    }
+    options = {name: getattr(args, name) for name in _OPTIONS}
+    return {**options, "progress": False if args.no_progress else None}
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
