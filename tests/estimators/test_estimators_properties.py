@@ -9,7 +9,14 @@ from collections.abc import Callable
 import pytest
 import torch
 from torch import nn
-from torch.distributions import Bernoulli, Categorical, Independent, Normal, Poisson
+from torch.distributions import (
+    Bernoulli,
+    Categorical,
+    Independent,
+    Normal,
+    OneHotCategorical,
+    Poisson,
+)
 
 import stochgrad.estimators as est
 
@@ -21,41 +28,37 @@ def cost_fn(b: torch.Tensor) -> torch.Tensor:
     return (b - TARGET).square().sum(-1)
 
 
-# Each Bernoulli estimator as a function (logits of shape (*batch, d)) -> surrogate (*batch).
-def _score(estimator: est.ScoreFunctionEstimator) -> Callable[[torch.Tensor], torch.Tensor]:
+def _bernoulli(logits: torch.Tensor) -> Independent:
+    return Independent(Bernoulli(logits=logits), 1)
+
+
+# Each Bernoulli estimator as a function (logits of shape (*batch, d)) -> surrogate (*batch),
+# called through the protocol ``estimator(f, q, context)``.
+def _protocol(estimator: est.Estimator) -> Callable[[torch.Tensor], torch.Tensor]:
     def run(logits: torch.Tensor) -> torch.Tensor:
-        q = Independent(Bernoulli(logits=logits), 1)
-        z = q.sample()
-        return estimator(cost_fn(z), q.log_prob(z), context=torch.ones(*logits.shape[:-1], 1))
+        context = torch.ones(*logits.shape[:-1], 1, dtype=logits.dtype)
+        return estimator.to(logits.dtype)(cost_fn, _bernoulli(logits), context=context)
 
     return run
 
 
-def _leave_one_out(logits: torch.Tensor) -> torch.Tensor:
-    q = Independent(Bernoulli(logits=logits.unsqueeze(-2).expand(*logits.shape[:-1], 3, -1)), 1)
-    z = q.sample()
-    return est.LeaveOneOutBaseline(dim=-1)(cost_fn(z), q.log_prob(z)).mean(-1)
-
-
 def _relax(logits: torch.Tensor) -> torch.Tensor:
     control = nn.Sequential(nn.Linear(logits.shape[-1], 4), nn.Tanh(), nn.Linear(4, 1))
-    return est.RELAX(control).to(logits.dtype)(cost_fn, logits)
+    return _protocol(est.RELAX(control))(logits)
 
 
 BERNOULLI_ESTIMATORS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
-    "reinforce": _score(est.Reinforce()),
-    "moving_average": _score(est.MovingAverageBaseline()),
-    "nvil": _score(est.NVILBaseline(nn.Linear(1, 1))),
-    "leave_one_out": _leave_one_out,
-    "muprop": lambda logits: est.muprop(cost_fn, Independent(Bernoulli(logits=logits), 1)),
-    "arm": lambda logits: est.arm(cost_fn, logits),
-    "disarm": lambda logits: est.disarm(cost_fn, logits),
-    "rebar": lambda logits: est.REBAR().to(logits.dtype)(cost_fn, logits),
+    "reinforce": _protocol(est.Reinforce()),
+    "moving_average": _protocol(est.Reinforce(est.MovingAverageBaseline())),
+    "nvil": _protocol(est.Reinforce(est.NVILBaseline(nn.Linear(1, 1)))),
+    "leave_one_out": _protocol(est.Reinforce(est.LeaveOneOutBaseline(), n_samples=3)),
+    "muprop": _protocol(est.MuProp()),
+    "arm": _protocol(est.ARM()),
+    "disarm": _protocol(est.DisARM()),
+    "rebar": lambda logits: _protocol(est.REBAR())(logits),
     "relax": _relax,
-    "straight_through": lambda logits: cost_fn(est.straight_through_bernoulli(logits)),
-    "gumbel_straight_through": lambda logits: cost_fn(
-        est.gumbel_straight_through_bernoulli(logits, 0.5)
-    ),
+    "straight_through": _protocol(est.StraightThrough()),
+    "gumbel_straight_through": _protocol(est.GumbelStraightThrough(0.5)),
 }
 
 
@@ -88,8 +91,13 @@ def test_value_estimates_the_objective(name):
 
 @pytest.mark.parametrize(
     "estimator",
-    [est.Reinforce(), est.MovingAverageBaseline(), est.NVILBaseline(), est.LeaveOneOutBaseline()],
-    ids=lambda e: type(e).__name__,
+    [
+        est.score_function_surrogate,
+        est.MovingAverageBaseline(),
+        est.NVILBaseline(),
+        est.LeaveOneOutBaseline(),
+    ],
+    ids=lambda e: getattr(e, "__name__", type(e).__name__),
 )
 def test_baseline_surrogate_value_is_cost(estimator):
     torch.manual_seed(0)
@@ -176,10 +184,9 @@ def test_nvil_unbiased_with_input_dependent_baseline_on_normal():
     num = 200_000
     context = torch.randn(num, 1)
     loc = (0.3 + 0.0 * context[:, 0]).requires_grad_(True)
-    estimator = est.NVILBaseline(nn.Linear(1, 1), normalize=False)
-    q = Normal(loc, 1.0)
-    z = q.sample()
-    (grad,) = torch.autograd.grad(estimator(z.square(), q.log_prob(z), context=context).sum(), loc)
+    estimator = est.Reinforce(est.NVILBaseline(nn.Linear(1, 1), normalize=False))
+    surrogate = estimator(lambda z: z.square(), Normal(loc, 1.0), context=context)
+    (grad,) = torch.autograd.grad(surrogate.sum(), loc)
     for exact, should_match in [(0.6, True), (0.6 * 1.1, False)]:
         z_score = (grad.mean() - exact).abs() / (grad.std() / num**0.5)
         assert bool(z_score <= NUM_SE) == should_match
@@ -191,12 +198,16 @@ DISTRIBUTIONS = {
     "poisson_rate": (lambda p: Poisson(p), lambda z: z.square(), 2.0, lambda p: 1 + 2 * p),
 }
 
+OTHER_FAMILY_ESTIMATORS = {
+    "reinforce": lambda: est.Reinforce(),
+    "moving_average": lambda: est.Reinforce(est.MovingAverageBaseline()),
+    "leave_one_out": lambda: est.Reinforce(est.LeaveOneOutBaseline(), n_samples=2),
+    "muprop": lambda: est.MuProp(),
+}
+
 
 @pytest.mark.parametrize("family", list(DISTRIBUTIONS))
-@pytest.mark.parametrize(
-    "estimator",
-    ["reinforce", "moving_average", "leave_one_out", "muprop"],
-)
+@pytest.mark.parametrize("estimator", list(OTHER_FAMILY_ESTIMATORS))
 def test_unbiased_on_other_families(family, estimator):
     """Seed 0, N = 200,000 estimates: the mean is within 5 SE of the exact gradient; twin: the
     same estimates do not match 1.1× the exact gradient."""
@@ -204,20 +215,10 @@ def test_unbiased_on_other_families(family, estimator):
     torch.manual_seed(0)
     num = 200_000
     param = torch.full((num, 1), value, dtype=torch.float64, requires_grad=True)
-    if estimator == "muprop":
-        surrogate = est.muprop(f, make(param))
-    else:
-        samples = 2 if estimator == "leave_one_out" else 1
-        q = make(param.expand(num, samples))
-        z = q.sample()
-        module = {
-            "reinforce": est.Reinforce(),
-            "moving_average": est.MovingAverageBaseline(),
-            "leave_one_out": est.LeaveOneOutBaseline(dim=1),
-        }[estimator]
-        if estimator == "moving_average":  # one warm-up call on other draws
-            module(f(q.sample()), q.log_prob(z).detach())
-        surrogate = module(f(z), q.log_prob(z)).mean(1)
+    module = OTHER_FAMILY_ESTIMATORS[estimator]()
+    if estimator == "moving_average":  # one warm-up call on other draws
+        module(f, make(param.detach()))
+    surrogate = module(f, make(param))
     (grad,) = torch.autograd.grad(surrogate.sum(), param)
     exact = exact_fn(value)
     for target, should_match in [(exact, True), (1.1 * exact, False)]:
@@ -232,12 +233,10 @@ def test_categorical_leave_one_out_unbiased():
     alpha = torch.tensor([0.2, -0.4, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
     (exact,) = torch.autograd.grad((torch.softmax(alpha, -1) * costs).sum(), alpha)
     num = 100_000
-    logits = alpha.detach().expand(num, 2, 4).clone().requires_grad_(True)
-    q = Categorical(logits=logits)
-    k = q.sample()
-    surrogate = est.LeaveOneOutBaseline(dim=1)(costs[k], q.log_prob(k)).mean(1)
+    logits = alpha.detach().expand(num, 4).clone().requires_grad_(True)
+    estimator = est.Reinforce(est.LeaveOneOutBaseline(), n_samples=2)
+    surrogate = estimator(lambda k: costs[k], Categorical(logits=logits))
     (grad,) = torch.autograd.grad(surrogate.sum(), logits)
-    grad = grad.sum(1)
     se = grad.std(0) / num**0.5
     assert ((grad.mean(0) - exact).abs() <= NUM_SE * se).all()
     assert not ((grad.mean(0) - 1.1 * exact).abs() <= NUM_SE * se).all()
@@ -250,18 +249,30 @@ def test_gumbel_straight_through_categorical_is_one_hot_and_biased():
     alpha = torch.tensor([0.2, -0.4, 1.0, 0.0], dtype=torch.float64, requires_grad=True)
     (exact,) = torch.autograd.grad((torch.softmax(alpha, -1) * costs).sum(), alpha)
     logits = alpha.detach().expand(100_000, 4).clone().requires_grad_(True)
-    sample = est.gumbel_straight_through_categorical(logits, temperature=0.5)
+    samples = []
+
+    def f(y):
+        samples.append(y.detach())
+        return (y * costs).sum(-1)
+
+    surrogate = est.GumbelStraightThrough(temperature=0.5)(f, OneHotCategorical(logits=logits))
+    (sample,) = samples
     assert ((sample == 0) | (sample == 1)).all() and (sample.sum(-1) == 1).all()
-    (grad,) = torch.autograd.grad((sample * costs).sum(), logits)
+    (grad,) = torch.autograd.grad(surrogate.sum(), logits)
     se = grad.std(0) / 100_000**0.5
     assert not ((grad.mean(0) - exact).abs() <= NUM_SE * se).all()
 
 
 def test_straight_through_bernoulli_gradient_is_sigmoid_derivative():
     logits = torch.tensor([-1.0, 0.0, 2.0], requires_grad=True)
-    sample = est.straight_through_bernoulli(logits)
-    assert ((sample == 0) | (sample == 1)).all()
-    sample.sum().backward()
+    samples = []
+
+    def f(b):
+        samples.append(b.detach())
+        return b
+
+    est.StraightThrough()(f, Bernoulli(logits=logits)).sum().backward()
+    assert ((samples[0] == 0) | (samples[0] == 1)).all()
     prob = torch.sigmoid(logits.detach())
     torch.testing.assert_close(logits.grad, prob * (1 - prob))
 
@@ -269,67 +280,84 @@ def test_straight_through_bernoulli_gradient_is_sigmoid_derivative():
 def test_disarm_is_exact_for_one_fair_coin():
     """At α = 0 in one dimension DisARM has zero variance: each estimate is σ'(0)(f(1) − f(0))."""
     logits = torch.zeros(1000, 1, dtype=torch.float64, requires_grad=True)
-    est.disarm(cost_fn, logits).sum().backward()
+    est.DisARM()(cost_fn, _bernoulli(logits)).sum().backward()
     exact = 0.25 * ((1 - TARGET) ** 2 - TARGET**2)
     torch.testing.assert_close(logits.grad, torch.full_like(logits, exact))
 
 
 def _relax_variance_at(scale: float, seed: int) -> torch.Tensor:
+    """(1/N) Σ_i ‖ĝ_i‖² over the N = 32 rows, at η = ``scale`` (common random numbers)."""
     torch.manual_seed(seed)
     relax = est.REBAR(temperature=0.4, scale=scale).double()
     logits = torch.linspace(-1, 1, 6, dtype=torch.float64).expand(32, 6).clone()
     logits.requires_grad_(True)
-    (grad,) = torch.autograd.grad(relax(cost_fn, logits).mean(), logits, create_graph=True)
-    return grad.square().sum()
+    (grad,) = torch.autograd.grad(relax(cost_fn, _bernoulli(logits)).sum(), logits)
+    return grad.square().sum() / 32
 
 
 def test_relax_variance_gradient_matches_finite_differences():
-    """∂‖ĝ‖²/∂η from the variance step vs central differences with common random numbers.
+    """∂/∂η of the mean ‖ĝ_i‖² that one backward of the surrogate's mean gives η, vs central
+    differences with common random numbers.
 
     Dropping the dependence of the score coefficient [f(b) − c(z̃)] on η (a plain ``detach``)
     changes this derivative, so the check also guards the coefficient path."""
     torch.manual_seed(3)
     relax = est.REBAR(temperature=0.4, scale=0.8).double()
-    relax.optimizer = torch.optim.SGD(relax.parameters(), lr=1.0)
     logits = torch.linspace(-1, 1, 6, dtype=torch.float64).expand(32, 6).clone()
     logits.requires_grad_(True)
-    relax.step(relax(cost_fn, logits).mean(), [logits])
-    derivative = 0.8 - relax.scale.item()  # SGD with lr 1: η_new = η − ∂V/∂η
+    relax(cost_fn, _bernoulli(logits)).mean().backward()
+    derivative = relax.scale.grad.item()
     h = 1e-2  # ‖ĝ‖² is quadratic in η, so central differences are exact up to rounding
     numeric = (_relax_variance_at(0.8 + h, 3) - _relax_variance_at(0.8 - h, 3)) / (2 * h)
     assert derivative == pytest.approx(numeric.item(), rel=1e-5)
 
 
-def test_relax_step_writes_the_estimate_into_grad():
+@pytest.mark.parametrize("make", [est.REBAR, lambda: est.RELAX(nn.Linear(3, 1))])
+def test_relax_one_backward_gives_estimate_and_leaves_value(make):
+    """The value is f(b) (the variance term is zero), the logits get ĝ, nothing but η, λ, ρ
+    gets the variance gradient: a parameter of f receives its pathwise gradient only."""
     torch.manual_seed(0)
-    relax = est.REBAR().double()
+    relax = make().double()
     logits = torch.zeros(4, 3, dtype=torch.float64, requires_grad=True)
+    weight = torch.tensor(1.5, dtype=torch.float64, requires_grad=True)
+    draws = []
+
+    def f(b):
+        draws.append(b)
+        return weight * cost_fn(b)
+
     torch.manual_seed(1)
-    (expected,) = torch.autograd.grad(relax(cost_fn, logits).mean(), logits)
-    torch.manual_seed(1)
-    (returned,) = relax.step(relax(cost_fn, logits).mean(), [logits])
-    torch.testing.assert_close(returned, expected)
+    surrogate = relax(f, _bernoulli(logits))
+    b = draws[0]
+    torch.testing.assert_close(surrogate.detach(), weight.detach() * cost_fn(b))
+    (expected,) = torch.autograd.grad(surrogate.mean(), logits, retain_graph=True)
+    surrogate.mean().backward()
     torch.testing.assert_close(logits.grad, expected)
+    torch.testing.assert_close(weight.grad, cost_fn(b).mean())  # pathwise only
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in relax.parameters())
 
 
 def test_relax_variance_step_reduces_variance():
-    """Seed 0, N = 20,000 estimates before and after 100 variance steps on t = 0.499."""
+    """Seed 0, N = 20,000 estimates before and after 100 optimizer steps on t = 0.499."""
 
     def cost(b):
         return (b - 0.499).square().sum(-1)
 
     def variance(relax):
         logits = torch.zeros(20_000, 1, dtype=torch.float64, requires_grad=True)
-        (grad,) = torch.autograd.grad(relax(cost, logits).sum(), logits)
+        (grad,) = torch.autograd.grad(relax(cost, _bernoulli(logits)).sum(), logits)
         return grad.var().item()
 
     torch.manual_seed(0)
     control = nn.Sequential(nn.Linear(1, 16), nn.Tanh(), nn.Linear(16, 1))
-    relax = est.RELAX(control, lr=3e-2).double()
+    relax = est.RELAX(control).double()
+    optimizer = torch.optim.Adam(relax.parameters(), lr=3e-2)
     before = variance(relax)
     for _ in range(100):
         logits = torch.zeros(64, 1, dtype=torch.float64, requires_grad=True)
-        relax.step(relax(cost, logits).mean(), [logits])
+        optimizer.zero_grad()
+        relax(cost, _bernoulli(logits)).mean().backward()
+        optimizer.step()
     after = variance(relax)
     # Measured: a 5·10⁴-fold reduction; 100-fold leaves a wide margin.
     assert after < 0.01 * before, (before, after)
@@ -339,8 +367,7 @@ def test_muprop_control_variate_cancels_linear_cost():
     """For linear f the Taylor control variate is exact: every estimate equals the gradient."""
     logits = torch.randn(50, 4, dtype=torch.float64, requires_grad=True)
     weights = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
-    q = Independent(Bernoulli(logits=logits), 1)
-    est.muprop(lambda z: (z * weights).sum(-1), q).sum().backward()
+    est.MuProp()(lambda z: (z * weights).sum(-1), _bernoulli(logits)).sum().backward()
     prob = torch.sigmoid(logits.detach())
     torch.testing.assert_close(logits.grad, weights * prob * (1 - prob))
 
@@ -350,13 +377,16 @@ ERRORS = [
     (lambda: est.NVILBaseline(decay=-0.1), "decay must be in"),
     (lambda: est.NVILBaseline(nn.Linear(1, 1))(torch.ones(2), torch.ones(2)), "context"),
     (lambda: est.LeaveOneOutBaseline(dim=1)(torch.ones(2, 1), torch.ones(2, 1)), "at least 2"),
-    (lambda: est.reinforce(torch.ones(3), torch.ones(2, 3)), "sum log_prob over"),
+    (lambda: est.score_function_surrogate(torch.ones(3), torch.ones(2, 3)), "sum log_prob over"),
     (lambda: est.REBAR(temperature=0.0), "temperature must be > 0"),
     (lambda: est.RELAX(None, relaxed_cost=False), "control must be given"),
-    (lambda: est.arm(cost_fn, torch.zeros(3), event_dims=2), "event_dims must be in"),
-    (lambda: est.disarm(cost_fn, torch.zeros(3, dtype=torch.long)), "floating point"),
-    (lambda: est.gumbel_straight_through_bernoulli(torch.zeros(3), -1.0), "temperature"),
-    (lambda: est.gumbel_straight_through_categorical(torch.tensor(0.0)), "at least one"),
+    (lambda: est.ARM()(lambda b: b, _bernoulli(torch.zeros(2, 3))), "f must return costs"),
+    (lambda: est.DisARM(n_samples=0), "n_samples must be an integer >= 1"),
+    (
+        lambda: est.Reinforce(est.LeaveOneOutBaseline())(cost_fn, _bernoulli(torch.zeros(3))),
+        "needs n_samples >= 2",
+    ),
+    (lambda: est.GumbelStraightThrough(-1.0), "temperature"),
 ]
 
 
@@ -366,12 +396,60 @@ def test_errors_name_the_argument(call, match):
         call()
 
 
-@pytest.mark.parametrize("estimator", [est.arm, est.disarm], ids=["arm", "disarm"])
+UNSUPPORTED = [
+    (est.ARM(), Normal(torch.zeros(3), 1.0), "Bernoulli or Independent\\(Bernoulli\\)"),
+    (est.DisARM(), Categorical(logits=torch.zeros(3)), "Bernoulli"),
+    (est.REBAR(), Independent(Normal(torch.zeros(2, 3), 1.0), 1), "got Independent\\(Normal\\)"),
+    (est.RELAX(nn.Linear(3, 1)), Poisson(torch.ones(3)), "Bernoulli"),
+    (est.StraightThrough(), Normal(torch.zeros(3), 1.0), "OneHotCategorical"),
+    (est.GumbelStraightThrough(), Poisson(torch.ones(3)), "OneHotCategorical"),
+    (est.MuProp(), None, "mean"),
+    (est.Pathwise(), Bernoulli(logits=torch.zeros(3)), "rsample"),
+    (est.Reinforce(), "not a distribution", "Distribution"),
+]
+
+
+@pytest.mark.parametrize(
+    ("estimator", "distribution", "match"),
+    UNSUPPORTED,
+    ids=[type(e).__name__ for e, *_ in UNSUPPORTED],
+)
+def test_unsupported_distribution_is_a_type_error_naming_the_supported(
+    estimator, distribution, match
+):
+    if distribution is None:  # a distribution without a mean
+        distribution = torch.distributions.TransformedDistribution(
+            Normal(torch.zeros(3), 1.0), [torch.distributions.ExpTransform()]
+        )
+    with pytest.raises(TypeError, match=match):
+        estimator(lambda z: z, distribution)
+
+
+@pytest.mark.parametrize("estimator", [est.ARM(), est.DisARM()], ids=["arm", "disarm"])
 def test_arm_and_disarm_keep_pathwise_gradient(estimator):
     """For f(b) = w Σ b the surrogate is ½ w (Σ b + Σ b̃), so ∂surrogate/∂w = surrogate / w."""
     torch.manual_seed(0)
     weight = torch.tensor(2.0, requires_grad=True)
-    surrogate = estimator(lambda b: weight * b.sum(-1), torch.randn(8, 5))
+    surrogate = estimator(lambda b: weight * b.sum(-1), _bernoulli(torch.randn(8, 5)))
     surrogate.sum().backward()
     assert weight.grad.item() == pytest.approx(surrogate.sum().item() / 2.0)
     assert surrogate.sum().item() > 0
+
+
+@pytest.mark.parametrize("n_samples", [1, 3])
+def test_pathwise_is_the_reparameterization_gradient(n_samples):
+    """Pathwise on N(μ, 1) and f(z) = z: the gradient is exactly 1 per element, the value the
+    mean of the n_samples draws."""
+    loc = torch.zeros(5, requires_grad=True)
+    draws = []
+
+    def f(z):
+        draws.append(z.detach())
+        return z
+
+    surrogate = est.Pathwise(n_samples=n_samples)(f, Normal(loc, 1.0))
+    expected_shape = (5,) if n_samples == 1 else (n_samples, 5)
+    assert draws[0].shape == expected_shape
+    torch.testing.assert_close(surrogate.detach(), draws[0].reshape(-1, 5).mean(0))
+    surrogate.sum().backward()
+    torch.testing.assert_close(loc.grad, torch.ones(5))

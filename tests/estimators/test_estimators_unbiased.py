@@ -82,87 +82,59 @@ def _bernoulli(logits: torch.Tensor) -> Independent:
     return Independent(Bernoulli(logits=logits), 1)
 
 
-def _reinforce(problem: Problem) -> Estimator:
-    def estimate(logits: torch.Tensor) -> torch.Tensor:
-        q = _bernoulli(logits)
-        z = q.sample()
-        return est.reinforce(problem.cost(z), q.log_prob(z))
+def _protocol(make: Callable[[], est.Estimator], warm_up: bool = False) -> Factory:
+    """The estimator called through the protocol, ``estimator(problem.cost, q, context)``;
+    with ``warm_up``, after 20 training batches of other draws (running statistics and learned
+    baselines trained by the user's optimizer from the same backward)."""
 
-    return estimate
-
-
-def _baseline(make: Callable[[], est.ScoreFunctionEstimator]) -> Factory:
     def factory(problem: Problem) -> Estimator:
         estimator = make().double()
-        # Warm up running statistics and learned baselines on 20 batches of other draws.
-        q = _bernoulli(torch.tensor(problem.logits, dtype=torch.float64).expand(1000, -1))
+
+        def estimate(logits: torch.Tensor) -> torch.Tensor:
+            context = torch.ones(logits.shape[0], 1, dtype=logits.dtype)
+            return estimator(problem.cost, _bernoulli(logits), context=context)
+
         params = list(estimator.parameters())
         optimizer = torch.optim.SGD(params, lr=0.1) if params else None
-        for _ in range(20):
-            z = q.sample()
-            context = torch.ones(1000, 1, dtype=torch.float64)
-            surrogate = estimator(problem.cost(z), q.log_prob(z), context=context)
+        warm = torch.tensor(problem.logits, dtype=torch.float64).expand(1000, -1)
+        for _ in range(20 if warm_up else 0):
+            surrogate = estimate(warm)
             if optimizer is not None:
                 optimizer.zero_grad()
                 surrogate.mean().backward()
                 optimizer.step()
-
-        def estimate(logits: torch.Tensor) -> torch.Tensor:
-            q = _bernoulli(logits)
-            z = q.sample()
-            context = torch.ones(logits.shape[0], 1, dtype=logits.dtype)
-            return estimator(problem.cost(z), q.log_prob(z), context=context)
-
         return estimate
 
     return factory
 
 
-def _leave_one_out(problem: Problem) -> Estimator:
-    def estimate(logits: torch.Tensor) -> torch.Tensor:
-        q = _bernoulli(logits.unsqueeze(1).expand(-1, 2, -1))
-        z = q.sample()
-        return est.LeaveOneOutBaseline(dim=1)(problem.cost(z), q.log_prob(z)).mean(1)
-
-    return estimate
-
-
-def _muprop_moving_average(problem: Problem) -> Estimator:
-    baseline = est.MovingAverageBaseline(decay=0.9).double()
-    warm = torch.tensor(problem.logits, dtype=torch.float64).expand(1000, -1)
-    for _ in range(20):  # warm the baseline up on other draws
-        est.muprop(problem.cost, _bernoulli(warm), baseline=baseline)
-    return lambda logits: est.muprop(problem.cost, _bernoulli(logits), baseline=baseline)
-
-
 def _relax(problem: Problem) -> Estimator:
     dim = len(problem.logits)
     control = nn.Sequential(nn.Linear(dim, 8), nn.Tanh(), nn.Linear(8, 1))
-    relax = est.RELAX(control, temperature=0.3, scale=0.5).double()
-    return lambda logits: relax(problem.cost, logits)
+    return _protocol(lambda: est.RELAX(control, temperature=0.3, scale=0.5))(problem)
 
 
 UNBIASED: dict[str, Factory] = {
-    "reinforce": _reinforce,
-    "reinforce_module": _baseline(est.Reinforce),
-    "moving_average": _baseline(lambda: est.MovingAverageBaseline(decay=0.9)),
-    "nvil": _baseline(lambda: est.NVILBaseline(nn.Linear(1, 1), normalize=False)),
-    "leave_one_out": _leave_one_out,
-    "muprop": lambda problem: lambda logits: est.muprop(problem.cost, _bernoulli(logits)),
-    "muprop_moving_average": _muprop_moving_average,
-    "arm": lambda problem: lambda logits: est.arm(problem.cost, logits),
-    "disarm": lambda problem: lambda logits: est.disarm(problem.cost, logits),
-    "rebar": lambda problem: lambda logits: est.REBAR().double()(problem.cost, logits),
+    "reinforce": _protocol(est.Reinforce),
+    "reinforce_2_samples": _protocol(lambda: est.Reinforce(n_samples=2)),
+    "moving_average": _protocol(lambda: est.Reinforce(est.MovingAverageBaseline(decay=0.9)), True),
+    "nvil": _protocol(
+        lambda: est.Reinforce(est.NVILBaseline(nn.Linear(1, 1), normalize=False)), True
+    ),
+    "leave_one_out": _protocol(lambda: est.Reinforce(est.LeaveOneOutBaseline(), n_samples=2)),
+    "muprop": _protocol(est.MuProp),
+    "muprop_moving_average": _protocol(
+        lambda: est.MuProp(baseline=est.MovingAverageBaseline(decay=0.9)), True
+    ),
+    "arm": _protocol(est.ARM),
+    "disarm": _protocol(est.DisARM),
+    "rebar": _protocol(est.REBAR),
     "relax": _relax,
 }
 
 BIASED: dict[str, Factory] = {
-    "straight_through": lambda problem: (
-        lambda logits: problem.cost(est.straight_through_bernoulli(logits))
-    ),
-    "gumbel_straight_through": lambda problem: (
-        lambda logits: problem.cost(est.gumbel_straight_through_bernoulli(logits, temperature=0.5))
-    ),
+    "straight_through": _protocol(est.StraightThrough),
+    "gumbel_straight_through": _protocol(lambda: est.GumbelStraightThrough(temperature=0.5)),
 }
 
 
@@ -205,22 +177,21 @@ CASES = [
 def test_has_examples():
     """Every public estimator is checked for unbiasedness here or shown biased."""
     checked = {
-        "reinforce",
         "Reinforce",
         "MovingAverageBaseline",
         "NVILBaseline",
         "LeaveOneOutBaseline",
-        "muprop",
-        "arm",
-        "disarm",
+        "MuProp",
+        "ARM",
+        "DisARM",
         "REBAR",
         "RELAX",
-        "straight_through_bernoulli",
-        "gumbel_straight_through_bernoulli",
+        "StraightThrough",
+        "GumbelStraightThrough",
     }
-    pieces = {"ScoreFunctionEstimator", "gradient_only", "score_function_surrogate"}
-    # Categorical straight-through is checked for bias in test_estimators_properties.py.
-    elsewhere = {"gumbel_straight_through_categorical"}
+    pieces = {"Estimator", "Baseline", "gradient_only", "score_function_surrogate"}
+    # Pathwise (reparameterization) is checked in test_estimators_properties.py.
+    elsewhere = {"Pathwise"}
     assert set(est.__all__) == checked | pieces | elsewhere
 
 

@@ -14,7 +14,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Normal, RelaxedBernoulli
 
 import stochgrad.vae as vae
-from stochgrad.estimators import LeaveOneOutBaseline, NVILBaseline
+from stochgrad.estimators import LeaveOneOutBaseline, NVILBaseline, Reinforce
 from stochgrad.vae import (
     DistributionGenerativeModel,
     DistributionInferenceNetwork,
@@ -46,7 +46,9 @@ LOSS_EXAMPLES = [
     LossExample(vae.VIMCO, "bernoulli", 4),
     LossExample(vae.VIMCO, "normal", 2),
     LossExample(vae.ScoreFunctionELBO, "bernoulli", 1),
-    LossExample(vae.ScoreFunctionELBO, "bernoulli", 3, {"estimator": LeaveOneOutBaseline(dim=1)}),
+    LossExample(
+        vae.ScoreFunctionELBO, "bernoulli", 3, {"estimator": Reinforce(LeaveOneOutBaseline())}
+    ),
     LossExample(vae.PWake, "bernoulli", 4),
     LossExample(vae.QWake, "bernoulli", 4),
     LossExample(vae.QSleep, "bernoulli", 2),
@@ -187,7 +189,7 @@ def test_dreg_encoder_gradient_matches_functional_dreg_loss():
 def test_nvil_baseline_network_is_trained_by_the_same_backward():
     baseline_net = nn.Linear(DATA_DIM, 1).double()
     loss_obj = vae.ScoreFunctionELBO(
-        *models("bernoulli"), n_samples=2, estimator=NVILBaseline(baseline_net)
+        *models("bernoulli"), n_samples=2, estimator=Reinforce(NVILBaseline(baseline_net))
     )
     assert {id(p) for p in baseline_net.parameters()} <= {id(p) for p in loss_obj.parameters()}
     loss_obj(data_of()).backward()

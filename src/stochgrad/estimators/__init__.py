@@ -1,51 +1,44 @@
-"""Score-function gradient estimators and control variates.
+"""Gradient estimators behind one protocol: ``surrogate = estimator(f, distribution, context)``.
 
-Every estimator returns a *surrogate*: a tensor whose value is the Monte Carlo objective
-``f(z)`` and whose gradient is the estimator, so ``surrogate.mean().backward()`` is all a
-training loop needs. See ``docs/estimators.md``.
+Every estimator is an :class:`Estimator` (an ``nn.Module``): it draws its own samples from a
+``torch.distributions.Distribution``, evaluates the per-example cost ``f``, and returns a
+*surrogate* of shape ``distribution.batch_shape`` whose value is the Monte Carlo estimate of
+E f and whose gradient is the estimator. Learned control variates are the estimator's own
+parameters, trained by the user's optimizer from the same ``backward``. See
+``docs/estimators.md``.
 
-- :func:`score_function_surrogate`, :func:`reinforce`, :func:`gradient_only` -- the pieces;
-- :class:`Reinforce`, :class:`MovingAverageBaseline`, :class:`NVILBaseline`,
-  :class:`LeaveOneOutBaseline` -- baselines, called as ``estimator(cost, log_prob, context)``;
-- :func:`muprop` -- first-order Taylor control variate;
-- :func:`arm`, :func:`disarm` -- antithetic estimators for Bernoulli latents;
-- :class:`REBAR`, :class:`RELAX` -- relaxation-based control variates with a variance step;
-- :func:`straight_through_bernoulli`, :func:`gumbel_straight_through_bernoulli`,
-  :func:`gumbel_straight_through_categorical` -- biased straight-through samples.
+- unbiased, any distribution: :class:`Reinforce` (with a :class:`Baseline`:
+  :class:`MovingAverageBaseline`, :class:`NVILBaseline`, :class:`LeaveOneOutBaseline`),
+  :class:`MuProp`;
+- unbiased, Bernoulli latents: :class:`ARM`, :class:`DisARM`, :class:`REBAR`, :class:`RELAX`;
+- biased, discrete latents: :class:`StraightThrough`, :class:`GumbelStraightThrough`;
+- reparameterizable latents: :class:`Pathwise`;
+- the pieces: :func:`gradient_only`, :func:`score_function_surrogate`.
 """
 
-from .arm import arm, disarm
-from .baselines import (
-    LeaveOneOutBaseline,
-    MovingAverageBaseline,
-    NVILBaseline,
-    Reinforce,
-    ScoreFunctionEstimator,
-)
-from .muprop import muprop
+from .arm import ARM, DisARM
+from .base import Estimator
+from .baselines import Baseline, LeaveOneOutBaseline, MovingAverageBaseline, NVILBaseline
 from .relax import REBAR, RELAX
-from .straight_through import (
-    gumbel_straight_through_bernoulli,
-    gumbel_straight_through_categorical,
-    straight_through_bernoulli,
-)
-from .surrogate import gradient_only, reinforce, score_function_surrogate
+from .score_function import MuProp, Reinforce
+from .straight_through import GumbelStraightThrough, Pathwise, StraightThrough
+from .surrogate import gradient_only, score_function_surrogate
 
 __all__ = [
+    "ARM",
     "REBAR",
     "RELAX",
+    "Baseline",
+    "DisARM",
+    "Estimator",
+    "GumbelStraightThrough",
     "LeaveOneOutBaseline",
     "MovingAverageBaseline",
+    "MuProp",
     "NVILBaseline",
+    "Pathwise",
     "Reinforce",
-    "ScoreFunctionEstimator",
-    "arm",
-    "disarm",
+    "StraightThrough",
     "gradient_only",
-    "gumbel_straight_through_bernoulli",
-    "gumbel_straight_through_categorical",
-    "muprop",
-    "reinforce",
     "score_function_surrogate",
-    "straight_through_bernoulli",
 ]

@@ -1,10 +1,14 @@
-"""Baselines (sample-independent control variates) for the score-function estimator.
+"""Baselines: sample-independent control variates of the score-function estimator.
 
-Every class here is an ``nn.Module`` called as ``surrogate = estimator(cost, log_prob, context)``:
-the value of ``surrogate`` is ``cost`` and its gradient is
-``∇cost + (cost − b) ∇log q(z)`` with a baseline ``b`` that does not depend on the current
-sample, so the estimator stays unbiased. Learned baselines add their own training gradient with
-zero value, so one ``surrogate.mean().backward()`` trains everything.
+A baseline configures :class:`~stochgrad.estimators.Reinforce` or
+:class:`~stochgrad.estimators.MuProp`: ``Reinforce(baseline=MovingAverageBaseline())``. As a
+piece it is an ``nn.Module`` called as ``surrogate = baseline(cost, log_prob, context)``: the
+value of ``surrogate`` is ``cost`` and its gradient is ``∇cost + (cost − b) ∇log q(z)`` with a
+baseline ``b`` that does not depend on the current sample, so the estimator stays unbiased.
+Learned baselines add their own training gradient with zero value, so one backward pass trains
+everything. Inside the estimators the sample dimension of ``cost`` is the *last* one (the batch
+dimensions lead), which is what :class:`LeaveOneOutBaseline` (``dim=-1``) and
+:class:`NVILBaseline` (a network output per batch element) expect.
 
 Stateful baselines (running means and variances) reduce their statistics over all ranks with
 ``torch.distributed.all_reduce`` when a process group is initialised, so they stay identical
@@ -21,13 +25,7 @@ from torch import Tensor, nn
 from ._distributed import all_reduce_sum
 from .surrogate import _check_log_prob_shape, gradient_only, score_function_surrogate
 
-__all__ = [
-    "LeaveOneOutBaseline",
-    "MovingAverageBaseline",
-    "NVILBaseline",
-    "Reinforce",
-    "ScoreFunctionEstimator",
-]
+__all__ = ["Baseline", "LeaveOneOutBaseline", "MovingAverageBaseline", "NVILBaseline"]
 
 
 def _check_decay(decay: float) -> float:
@@ -36,34 +34,21 @@ def _check_decay(decay: float) -> float:
     return float(decay)
 
 
-class ScoreFunctionEstimator(nn.Module):
+class Baseline(nn.Module):
     """Base class: ``forward(cost, log_prob, context=None)`` returns a surrogate of value ``cost``.
 
     ∇ surrogate = ∇cost + (cost − b) ∇log q(z) for the subclass's baseline ``b``.
 
     Args (of ``forward``):
-        cost: ``f(z)``, any shape, e.g. ``(batch_size, n_samples)``.
+        cost: ``f(z)``, shape ``(*batch, [n_samples])``.
         log_prob: ``log q(z)`` summed over latent dimensions, broadcastable to ``cost``.
         context: input of an input-dependent baseline (e.g. the data ``x``); ignored otherwise.
     """
 
+    min_samples: int = 1
+
     def forward(self, cost: Tensor, log_prob: Tensor, context: Any = None) -> Tensor:
         raise NotImplementedError
-
-
-class Reinforce(ScoreFunctionEstimator):
-    """REINFORCE without control variate: ∇ = ∇cost + cost ∇log q(z) (Williams, 1992).
-
-    Example::
-
-        >>> logits = torch.zeros(8, requires_grad=True)
-        >>> q = torch.distributions.Bernoulli(logits=logits)
-        >>> z = q.sample()
-        >>> Reinforce()((z - 0.45) ** 2, q.log_prob(z)).sum().backward()
-    """
-
-    def forward(self, cost: Tensor, log_prob: Tensor, context: Any = None) -> Tensor:
-        return score_function_surrogate(cost, log_prob)
 
 
 class _RunningMoments(nn.Module):
@@ -109,7 +94,7 @@ class _RunningMoments(nn.Module):
         self.num_updates += 1
 
 
-class MovingAverageBaseline(ScoreFunctionEstimator):
+class MovingAverageBaseline(Baseline):
     """REINFORCE with a moving-average baseline: ∇ = ∇cost + (cost − b̄) ∇log q(z).
 
     b̄ is the bias-corrected exponential moving average of past costs (averaged over all
@@ -161,7 +146,7 @@ def _align(baseline: Tensor, cost: Tensor) -> Tensor:
     return baseline
 
 
-class NVILBaseline(ScoreFunctionEstimator):
+class NVILBaseline(Baseline):
     """NVIL: input-dependent learned baseline plus running mean, with variance normalisation.
 
     ∇ = ∇cost + (cost − c̄ − b_ψ(x)) / max(1, σ̄) ∇log q(z), and ψ minimises
@@ -219,15 +204,18 @@ class NVILBaseline(ScoreFunctionEstimator):
         return surrogate
 
 
-class LeaveOneOutBaseline(ScoreFunctionEstimator):
+class LeaveOneOutBaseline(Baseline):
     """Leave-one-out baseline over K samples: b_k = (1/(K−1)) Σ_{j≠k} f(z_j).
 
     ∇ = (1/K) Σ_k [∇f(z_k) + (f(z_k) − b_k) ∇log q(z_k)] when averaged over the sample
     dimension (Kool et al., 2019, "Buy 4 REINFORCE samples, get a baseline for free!";
     Mnih & Rezende, 2016). Stateless.
 
+    Use it as ``Reinforce(LeaveOneOutBaseline(), n_samples=K)``.
+
     Args:
-        dim: the dimension of ``cost`` that indexes the K ≥ 2 independent samples.
+        dim: the dimension of ``cost`` that indexes the K ≥ 2 independent samples (the last one
+            inside :class:`~stochgrad.estimators.Reinforce`).
 
     Example::
 
@@ -237,6 +225,8 @@ class LeaveOneOutBaseline(ScoreFunctionEstimator):
         >>> cost = (z - 0.45).square().sum(-1)
         >>> LeaveOneOutBaseline(dim=1)(cost, q.log_prob(z).sum(-1)).mean().backward()
     """
+
+    min_samples = 2
 
     def __init__(self, dim: int = -1) -> None:
         super().__init__()

@@ -1,98 +1,153 @@
-"""Straight-through samples: discrete in value, with the gradient of a continuous surrogate.
+"""Straight-through and pathwise estimators: the sample itself carries the gradient.
 
 ``hard + (soft − stop_grad(soft))`` has the value of the discrete sample and the gradient of
 ``soft``. The resulting gradient of E f(b) is *biased* (see ``docs/estimators.md`` for the
-measured bias); these are cheap, low-variance alternatives to the unbiased estimators.
-
-The samples come from the distributions of :mod:`stochgrad.relaxed`; these functions only fix
-the estimator (which relaxation supplies the gradient) behind one call taking logits.
+measured bias); these are cheap, low-variance alternatives to the unbiased estimators. The
+samples come from the distributions of :mod:`stochgrad.relaxed`; these classes only choose which
+relaxation supplies the gradient. :class:`Pathwise` is plain reparameterization (``rsample``),
+so that every loss can take "an estimator" uniformly.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from torch import Tensor
+from torch.distributions import Bernoulli, Distribution, OneHotCategorical
 
 from stochgrad.relaxed import (
     DecoupledStraightThroughGumbelSoftmax,
     RelaxedBernoulli,
     StraightThroughBernoulli,
+    StraightThroughOneHotCategorical,
 )
-from stochgrad.relaxed._utils import straight_through
 
-__all__ = [
-    "gumbel_straight_through_bernoulli",
-    "gumbel_straight_through_categorical",
-    "straight_through_bernoulli",
-]
+from .base import Cost, Estimator, unwrap
+from .surrogate import gradient_only
+
+__all__ = ["GumbelStraightThrough", "Pathwise", "StraightThrough"]
 
 
-def _check_temperature(temperature: float) -> None:
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
+class _Discrete(Estimator):
+    supported = (
+        "Bernoulli, OneHotCategorical, or Independent of them (categories on the last dimension)"
+    )
+
+    def supports(self, distribution: Distribution) -> bool:
+        return isinstance(unwrap(distribution)[0], (Bernoulli, OneHotCategorical))
+
+    def _sample(self, base: Distribution, sample_shape: torch.Size) -> Tensor:
+        raise NotImplementedError
+
+    def _surrogate(
+        self, f: Cost, distribution: Distribution, sample_shape: torch.Size, context: Any
+    ) -> Tensor:
+        base, _ = unwrap(distribution)
+        sample = self._sample(base, sample_shape)
+        return self._cost(f, sample, sample_shape + distribution.batch_shape)
 
 
-def straight_through_bernoulli(logits: Tensor) -> Tensor:
-    """b ~ Bernoulli(σ(α)) in value, with gradient ∂b/∂α := σ'(α).
+class StraightThrough(_Discrete):
+    """Straight-through estimator (Bengio, Léonard & Courville, 2013): exact discrete samples,
+    the gradient of their mean.
 
-    The straight-through estimator of Bengio, Léonard & Courville (2013).
+    Bernoulli: b ~ Bernoulli(σ(α)) with ∂b/∂α := σ'(α); OneHotCategorical: one-hot y ~ Cat(π)
+    with ∂y/∂π := I. Biased.
 
     Args:
-        logits: α, any shape.
+        n_samples: samples per batch element.
 
     Example::
 
-        >>> logits = torch.zeros(5, requires_grad=True)
-        >>> b = straight_through_bernoulli(logits)
-        >>> (b - 0.45).square().sum().backward()
-        >>> sorted(set(b.tolist()) | {0.0, 1.0})
-        [0.0, 1.0]
+        >>> from torch.distributions import Bernoulli, Independent
+        >>> logits = torch.zeros(4, 5, requires_grad=True)
+        >>> q = Independent(Bernoulli(logits=logits), 1)
+        >>> StraightThrough()(lambda b: (b - 0.45).square().sum(-1), q).sum().backward()
+        >>> logits.grad.shape
+        torch.Size([4, 5])
     """
-    return StraightThroughBernoulli(logits=logits, validate_args=False).rsample()
+
+    def _sample(self, base: Distribution, sample_shape: torch.Size) -> Tensor:
+        if isinstance(base, Bernoulli):
+            return StraightThroughBernoulli(logits=base.logits, validate_args=False).rsample(
+                sample_shape
+            )
+        return StraightThroughOneHotCategorical(logits=base.logits, validate_args=False).rsample(
+            sample_shape
+        )
 
 
-def gumbel_straight_through_bernoulli(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """b = H(z) in value, with the gradient of σ(z/λ), z = α + logit(u), u ~ U(0, 1).
+class GumbelStraightThrough(_Discrete):
+    """Straight-through Gumbel-softmax (Jang, Gu & Poole, 2017; Maddison, Mnih & Teh, 2017).
 
-    The binary Concrete / Gumbel-softmax straight-through estimator (Maddison, Mnih & Teh, 2017;
-    Jang, Gu & Poole, 2017).
+    Bernoulli: b = H(z) in value with the gradient of σ(z/λ), z = α + logit(u); OneHotCategorical:
+    one-hot argmax_k(α_k + g_k) in value with the gradient of softmax((α + g)/λ), g ~ Gumbel.
+    The forward sample is exact; the gradient is biased.
 
     Args:
-        logits: α, any shape.
         temperature: λ > 0 of the relaxation whose gradient is used.
+        n_samples: samples per batch element.
 
     Example::
 
-        >>> logits = torch.zeros(5, requires_grad=True)
-        >>> b = gumbel_straight_through_bernoulli(logits, temperature=0.5)
-        >>> (b - 0.45).square().sum().backward()
-    """
-    _check_temperature(temperature)
-    temperature_ = torch.tensor(temperature, dtype=logits.dtype, device=logits.device)
-    soft = RelaxedBernoulli(temperature_, logits=logits, validate_args=False).rsample()
-    return straight_through((soft.detach() > 0.5).to(logits.dtype), soft)
-
-
-def gumbel_straight_through_categorical(logits: Tensor, temperature: float = 1.0) -> Tensor:
-    """One-hot argmax_k(α_k + g_k) in value, gradient of softmax((α + g)/λ), g ~ Gumbel(0, 1).
-
-    Straight-through Gumbel-softmax (Jang, Gu & Poole, 2017); categories on the last dimension.
-
-    Args:
-        logits: α, unnormalised log-probabilities, shape ``(*batch, K)``.
-        temperature: λ > 0 of the relaxation whose gradient is used.
-
-    Example::
-
+        >>> from torch.distributions import OneHotCategorical
         >>> logits = torch.zeros(2, 3, requires_grad=True)
-        >>> y = gumbel_straight_through_categorical(logits, temperature=0.5)
-        >>> y.sum(-1).tolist()
-        [1.0, 1.0]
+        >>> costs = torch.tensor([1.0, -2.0, 0.5])
+        >>> q = OneHotCategorical(logits=logits)
+        >>> surrogate = GumbelStraightThrough(temperature=0.5)(lambda y: (y * costs).sum(-1), q)
+        >>> surrogate.shape
+        torch.Size([2])
     """
-    _check_temperature(temperature)
-    if logits.dim() == 0:
-        raise ValueError("logits must have at least one dimension (the categories)")
-    # Forward temperature 1: the forward draw is Categorical(softmax(logits)) itself.
-    return DecoupledStraightThroughGumbelSoftmax(
-        logits, tau_forward=1.0, tau_backward=temperature, validate_args=False
-    ).rsample()
+
+    def __init__(self, temperature: float = 1.0, n_samples: int = 1) -> None:
+        super().__init__(n_samples)
+        if not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        self.temperature = float(temperature)
+
+    def _sample(self, base: Distribution, sample_shape: torch.Size) -> Tensor:
+        logits = base.logits
+        if isinstance(base, Bernoulli):
+            temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
+            soft = RelaxedBernoulli(temperature, logits=logits, validate_args=False).rsample(
+                sample_shape
+            )
+            return (soft.detach() > 0.5).to(logits.dtype) + gradient_only(soft)
+        # Forward temperature 1: the forward draw is Categorical(softmax(logits)) itself.
+        return DecoupledStraightThroughGumbelSoftmax(
+            logits, tau_forward=1.0, tau_backward=self.temperature, validate_args=False
+        ).rsample(sample_shape)
+
+    def extra_repr(self) -> str:
+        return f"temperature={self.temperature}, n_samples={self.n_samples}"
+
+
+class Pathwise(Estimator):
+    """The pathwise (reparameterization) estimator: f(z) with z = ``distribution.rsample()``.
+
+    ∇ E f(z) = E[∇f(g(ε, θ))] (Kingma & Welling, 2014). Supports every distribution with
+    ``has_rsample`` (torch's, :mod:`stochgrad.implicit`, :mod:`stochgrad.relaxed`).
+
+    Args:
+        n_samples: samples per batch element.
+
+    Example::
+
+        >>> from torch.distributions import Normal
+        >>> loc = torch.zeros(3, requires_grad=True)
+        >>> Pathwise(n_samples=4)(lambda z: z.square(), Normal(loc, 1.0)).sum().backward()
+        >>> loc.grad.shape
+        torch.Size([3])
+    """
+
+    supported = "distributions with rsample (has_rsample = True)"
+
+    def supports(self, distribution: Distribution) -> bool:
+        return isinstance(distribution, Distribution) and bool(distribution.has_rsample)
+
+    def _surrogate(
+        self, f: Cost, distribution: Distribution, sample_shape: torch.Size, context: Any
+    ) -> Tensor:
+        z = distribution.rsample(sample_shape)
+        return self._cost(f, z, sample_shape + distribution.batch_shape)

@@ -14,21 +14,9 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["gradient_only", "reinforce", "score_function_surrogate"]
+from stochgrad.special._autograd import gradient_only
 
-
-def gradient_only(x: Tensor) -> Tensor:
-    """Zero in value, with the gradient of ``x``: ``x - stop_grad(x)``.
-
-    Example::
-
-        >>> x = torch.tensor(3.0, requires_grad=True)
-        >>> y = gradient_only(x**2)
-        >>> y.backward()
-        >>> y.item(), x.grad.item()
-        (0.0, 6.0)
-    """
-    return x - x.detach()
+__all__ = ["gradient_only", "score_function_surrogate"]
 
 
 def _check_log_prob_shape(cost: Tensor, log_prob: Tensor) -> None:
@@ -67,20 +55,3 @@ def score_function_surrogate(
     _check_log_prob_shape(cost, log_prob)
     signal = cost.detach() if baseline is None else (cost - baseline).detach()
     return cost + gradient_only(signal * log_prob)
-
-
-def reinforce(cost: Tensor, log_prob: Tensor) -> Tensor:
-    """Plain REINFORCE surrogate, no control variate: ∇ = ∇cost + cost ∇log q(z) (Williams, 1992).
-
-    Args:
-        cost: ``f(z)``, any shape.
-        log_prob: ``log q(z)`` summed over latent dimensions, broadcastable to ``cost``.
-
-    Example::
-
-        >>> logits = torch.zeros(4, requires_grad=True)
-        >>> q = torch.distributions.Bernoulli(logits=logits)
-        >>> z = q.sample()
-        >>> reinforce(z.sum(-1), q.log_prob(z).sum(-1)).backward()
-    """
-    return score_function_surrogate(cost, log_prob)

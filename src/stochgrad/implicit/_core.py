@@ -18,6 +18,8 @@ from collections.abc import Callable, Sequence
 import torch
 from torch import Tensor
 
+from stochgrad.special._autograd import gradient_only
+
 __all__ = ["attach_gradients", "implicit_from_cdf", "implicit_triangular", "needs_grad"]
 
 
@@ -36,7 +38,7 @@ def attach_gradients(z: Tensor, params: Sequence[Tensor], dz_dparams: Sequence[T
     out = z.detach()
     for param, dz in zip(params, dz_dparams, strict=True):
         if isinstance(param, Tensor) and param.requires_grad:
-            out = out + (param - param.detach()) * dz.detach()
+            out = out + gradient_only(param) * dz.detach()
     return out
 
 

@@ -1,4 +1,8 @@
-"""Numerics shared by the relaxed families: the straight-through trick, noise and Pyro hooks."""
+"""Numerics shared by the relaxed families: noise, logistic helpers and Pyro hooks.
+
+The straight-through trick is ``hard + gradient_only(soft)``
+(:func:`stochgrad.special._autograd.gradient_only`, the package's one such helper).
+"""
 
 from __future__ import annotations
 
@@ -22,7 +26,6 @@ __all__ = [
     "logistic_like",
     "normal_to_logistic",
     "logistic_to_normal",
-    "straight_through",
     "uniform_like",
 ]
 
@@ -49,14 +52,6 @@ def logits_from(probs: Tensor | None, logits: Tensor | None) -> Tensor:
     if (probs is None) == (logits is None):
         raise ValueError("give exactly one of probs or logits")
     return probs_to_logits(probs) if probs is not None else logits
-
-
-def straight_through(hard: Tensor, soft: Tensor) -> Tensor:
-    """Return ``hard`` in value with the gradient of ``soft`` (the straight-through trick).
-
-    The one place in :mod:`stochgrad.relaxed` where ``hard + (soft - stop_grad(soft))`` is written.
-    """
-    return hard + (soft - soft.detach())
 
 
 def uniform_like(shape: torch.Size, like: Tensor) -> Tensor:

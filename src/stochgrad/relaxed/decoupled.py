@@ -12,8 +12,8 @@ from stochgrad.relaxed._utils import (
     PyroCompatible,
     gumbel_like,
     logits_from,
-    straight_through,
 )
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["DecoupledStraightThroughGumbelSoftmax"]
 
@@ -105,7 +105,7 @@ class DecoupledStraightThroughGumbelSoftmax(PyroCompatible, Distribution):
         keys = keys + gumbel_like(self._extended_shape(sample_shape), keys)
         soft = torch.softmax(keys / self.tau_backward.unsqueeze(-1), dim=-1)
         hard = torch.zeros_like(soft).scatter_(-1, keys.argmax(-1, keepdim=True), 1.0)
-        return straight_through(hard, soft)
+        return hard + gradient_only(soft)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

@@ -14,8 +14,8 @@ from stochgrad.relaxed._utils import (
     PyroCompatible,
     gumbel_like,
     logits_from,
-    straight_through,
 )
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["GeneralizedGumbelSoftmax"]
 
@@ -135,7 +135,7 @@ class GeneralizedGumbelSoftmax(PyroCompatible, Distribution):
             # Weights that underflow to 0 would give log_prob = nan; keep them at float epsilon.
             return clamp_probs(soft)
         hard = torch.zeros_like(soft).scatter_(-1, soft.argmax(-1, keepdim=True), 1.0)
-        return straight_through(hard, soft)
+        return hard + gradient_only(soft)
 
     def to_value(self, weights: Tensor) -> Tensor:
         """Project (relaxed) one-hot weights onto the support: ``sum_i w_i values_i``."""

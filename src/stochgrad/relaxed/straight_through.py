@@ -7,7 +7,8 @@ from torch import Tensor
 from torch.distributions import Bernoulli
 from torch.distributions.utils import clamp_probs
 
-from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, straight_through
+from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["StochasticTimesSmooth", "StraightThroughBernoulli"]
 
@@ -36,7 +37,7 @@ class StraightThroughBernoulli(PyroCompatible, Bernoulli):
 
     def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
         probs = self.probs.expand(self._extended_shape(sample_shape))
-        return straight_through(torch.bernoulli(probs.detach()), probs)
+        return torch.bernoulli(probs.detach()) + gradient_only(probs)
 
 
 class StochasticTimesSmooth(PyroCompatible, Bernoulli):
@@ -69,4 +70,4 @@ class StochasticTimesSmooth(PyroCompatible, Bernoulli):
         # g = 1[u < sqrt p], and P(g = 1, b = 0) = sqrt p - p = sqrt p (1 - sqrt p).
         u = torch.rand(shape, dtype=probs.dtype, device=probs.device)
         gate = (u < smooth.detach()).to(probs.dtype)
-        return gate * straight_through((u < probs.detach()).to(probs.dtype), smooth)
+        return gate * ((u < probs.detach()).to(probs.dtype) + gradient_only(smooth))

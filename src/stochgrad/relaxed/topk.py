@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
 
-from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like, straight_through
+from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["GumbelSoftmaxTopK"]
 
@@ -98,7 +99,7 @@ class GumbelSoftmaxTopK(PyroCompatible, Distribution):
             return soft
         top = keys.topk(self.K, dim=-1).indices
         khot = torch.zeros_like(keys).scatter_(-1, top, 1.0)
-        return straight_through(khot, soft)
+        return khot + gradient_only(soft)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if not self.hard:
