@@ -31,12 +31,19 @@ __all__: list[str] = []
 
 @register_kl(InvertibleGaussian, InvertibleGaussian)
 def _kl_invertible_gaussian(p: InvertibleGaussian, q: InvertibleGaussian) -> torch.Tensor:
-    """softmax++ is the same bijection for p and q, so KL(p || q) is the KL of the Gaussians."""
-    if not (torch.equal(p.temperature, q.temperature) and torch.equal(p.delta, q.delta)):
-        raise NotImplementedError(
-            "KL between InvertibleGaussian laws needs equal temperature and delta"
-        )
-    return kl_divergence(Normal(p.loc, p.scale), Normal(q.loc, q.scale)).sum(-1)
+    """KL of the Gaussian log-ratio coordinates, for any temperatures and deltas.
+
+    ``v = log z_{1:K} - log z_{K+1}`` is a bijection of the simplex shared by ``p`` and ``q``
+    (KL is invariant under it), and under IGR ``v = (loc + scale ε)/t - log δ`` is Gaussian with
+    mean ``loc/t - log δ`` and standard deviation ``scale/t``.
+    """
+
+    def log_ratio_normal(law: InvertibleGaussian) -> Normal:
+        temperature = law.temperature.unsqueeze(-1)
+        loc = law.loc / temperature - law.delta.log().unsqueeze(-1)
+        return Normal(loc, law.scale / temperature)
+
+    return kl_divergence(log_ratio_normal(p), log_ratio_normal(q)).sum(-1)
 
 
 @register_kl(LogisticNormalSoftmax, LogisticNormalSoftmax)
