@@ -18,6 +18,7 @@ and scale 1 as its prior). p(x, z) is a :class:`~stochgrad.vae.DistributionGener
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,21 +108,30 @@ class _Features(nn.Module):
         return dim
 
 
-class _IGRHead(nn.Module):
-    """Encoder head of ``igr``: loc and scale of C - 1 Gaussians per unit and the temperature.
+class _Head(nn.Module):
+    """Encoder head: the body's output split into the named parameters, one row per unit.
 
-    The temperature is a buffer, so a reloaded checkpoint gets it back with the weights.
+    A ``temperature`` (of ``igr`` and the ``gumbel`` relaxation) is a buffer, so a reloaded
+    checkpoint gets it back with the weights; float64 so that 0.7 stays 0.7 (the distributions
+    cast it to the latents' dtype).
     """
 
-    def __init__(self, body: nn.Module, dim: int, free: int, temperature: float):
+    def __init__(self, body: nn.Module, names: tuple[str, ...], unit: tuple[int, ...] | None,
+                 temperature: float | None = None):  # fmt: skip
         super().__init__()
-        self.body = body
-        self.shape = (dim, 2 * free)
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
+        self.body, self.names, self.unit = body, names, unit
+        self.temperature: Tensor | None
+        self.register_buffer("temperature", None if temperature is None else _float64(temperature))
 
     def forward(self, x: Tensor) -> dict[str, Tensor]:
-        loc, scale = self.body(x).unflatten(-1, self.shape).chunk(2, dim=-1)
-        return {"loc": loc, "scale": positive(scale), "temperature": self.temperature}
+        raw = self.body(x)
+        raw = raw if self.unit is None else raw.unflatten(-1, self.unit)
+        params = dict(zip(self.names, raw.chunk(len(self.names), dim=-1), strict=True))
+        return params if self.temperature is None else {**params, "temperature": self.temperature}
+
+
+def _float64(value: float) -> Tensor:
+    return torch.tensor(value, dtype=torch.float64)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -161,32 +171,47 @@ class VAE(nn.Module):
         self.family = family
         self.dim = dim
         self.estimator = estimator
-        if estimator == "igr":
-            if not temperature > 0:
-                raise ValueError(f"temperature must be > 0, got {temperature}")
-            free = family.categories - 1
-            head = _IGRHead(_mlp([num_pixels, *hidden, dim * 2 * free]), dim, free, temperature)
-            encoder = DistributionNet(head, relaxed.InvertibleGaussian)
-            prior = Prior(
-                relaxed.InvertibleGaussian,
-                loc=torch.zeros(dim, free),
-                scale=torch.ones(dim, free),
-                temperature=torch.tensor(float(temperature)),
-            )
-        else:
-            cls, names, transforms, per_unit = family.posterior
-            if estimator == "reparam":  # the explicit z = loc + scale * eps: torch's Normal
-                cls = td.Normal
-            body: nn.Module = _mlp([num_pixels, *hidden, dim * per_unit])
-            if family.unit_shape or family.name == "mixture":
-                body = nn.Sequential(body, nn.Unflatten(-1, (dim, per_unit)))
-            encoder = DistributionNet(body, cls, names, transforms)
-            prior = family.prior(dim)
+        if estimator in ("igr", "gumbel") and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
         features = _Features(family.name, estimator)
         decoder = nn.Sequential(features, _mlp([features.size(dim), *reversed(hidden), num_pixels]))
         likelihood = DistributionNet(decoder, td.Bernoulli, ("logits",), validate_args=False)
-        self.inf_net = DistributionInferenceNetwork(encoder)
+        cls, names, transforms, per_unit = family.posterior
+        prior = family.prior(dim)
+        unit = (dim, per_unit) if family.unit_shape or family.name == "mixture" else None
+        if estimator == "igr":
+            free = family.categories - 1
+            cls, names, transforms = (
+                relaxed.InvertibleGaussian,
+                ("loc", "scale"),
+                {"scale": positive},
+            )
+            per_unit, unit = 2 * free, (dim, 2 * free)
+            zeros = torch.zeros(dim, free)
+            prior = Prior(cls, loc=zeros, scale=zeros + 1, temperature=_float64(temperature))
+        elif estimator == "reparam":  # the explicit z = loc + scale * eps: torch's Normal
+            cls = td.Normal
+        body = _mlp([num_pixels, *hidden, dim * per_unit])
+        head = _Head(body, names, unit, temperature if estimator == "igr" else None)
+        kwargs = {"validate_args": False} if family.discrete else {}
+        self.inf_net = DistributionInferenceNetwork(
+            DistributionNet(head, cls, None, transforms, **kwargs)
+        )
         self.gen_model = DistributionGenerativeModel(prior, likelihood)
+        if estimator == "gumbel":
+            # The relaxation trained on (Maddison et al., 2017; Jang et al., 2017): the same
+            # encoder and decoder with the binary concrete / Gumbel-softmax laws for q and p.
+            cls = (
+                relaxed.RelaxedBernoulli
+                if family.name == "bernoulli"
+                else relaxed.RelaxedOneHotCategorical
+            )
+            relaxed_head = _Head(body, names, unit, temperature)
+            self.relaxed_inf_net = DistributionInferenceNetwork(DistributionNet(relaxed_head, cls))
+            self.relaxed_gen_model = DistributionGenerativeModel(
+                Prior(cls, **dict(prior.named_buffers()), temperature=_float64(temperature)),
+                likelihood,
+            )
 
     @property
     def encoder(self) -> nn.Module:
@@ -215,10 +240,14 @@ class VAE(nn.Module):
         params = self.inf_net(images).params_[0]
         if self.estimator == "igr":
             return params["loc"].flatten(1)
+        if self.family.discrete:
+            return (
+                torch.softmax(params["logits"], -1).flatten(1)
+                if self.family.unit_shape
+                else torch.sigmoid(params["logits"])
+            )
         if self.family.name == "vonmises":
             return torch.cat([torch.cos(params["loc"]), torch.sin(params["loc"])], dim=-1)
-        if self.family.discrete:
-            return self.posterior(images).base_dist.probs.flatten(1)
         return self.posterior(images).mean.flatten(1)
 
 
@@ -229,8 +258,15 @@ def _prior(cls: Callable[..., td.Distribution], **values: float) -> Callable[[in
     return build
 
 
-def _categorical_prior(dim: int) -> Prior:
-    return Prior(td.OneHotCategorical, logits=torch.zeros(dim, CATEGORIES))
+def _discrete_prior(cls: Callable[..., td.Distribution], **values: float) -> Callable[[int], Prior]:
+    """Discrete priors are evaluated between the points too (REBAR, RELAX, MuProp, relaxations)."""
+
+    def build(dim: int) -> Prior:
+        shape = (dim,) if cls is td.Bernoulli else (dim, CATEGORIES)
+        params = {name: torch.full(shape, value) for name, value in values.items()}
+        return Prior(functools.partial(cls, validate_args=False), **params)
+
+    return build
 
 
 CONTINUOUS_ESTIMATORS = ("implicit",)
@@ -286,12 +322,12 @@ FAMILIES: dict[str, LatentFamily] = {
         LatentFamily(
             "bernoulli", True, BERNOULLI_ESTIMATORS, 200,
             (td.Bernoulli, ("logits",), {}, 1),
-            _prior(td.Bernoulli, probs=0.5),
+            _discrete_prior(td.Bernoulli, probs=0.5),
         ),
         LatentFamily(
             "categorical", True, CATEGORICAL_ESTIMATORS, 20,
             (td.OneHotCategorical, ("logits",), {}, CATEGORIES),
-            _categorical_prior,
+            _discrete_prior(td.OneHotCategorical, logits=0.0),
         ),
     )
 }  # fmt: skip

@@ -1,14 +1,20 @@
 """Training objectives and test metrics, all :mod:`stochgrad.vae` loss objects and functionals.
 
-Every ``--estimator`` name maps to one loss object of :mod:`stochgrad.vae` (with an estimator of
-:mod:`stochgrad.estimators` where the loss takes one):
+Every ``--estimator`` name maps to one loss object of :mod:`stochgrad.vae`, with an estimator of
+:mod:`stochgrad.estimators` where the loss takes one:
 
-- pathwise: ``reparam`` and ``implicit`` (:class:`~stochgrad.vae.ELBO`, closed-form KL where
-  torch has it), ``igr`` (the ELBO of the relaxed model itself, Potapczynski et al., 2020);
+- :class:`~stochgrad.vae.ELBO` (pathwise, closed-form KL where torch has it): ``reparam`` and
+  ``implicit``; ``igr``, the ELBO of the relaxed model itself (Potapczynski et al., 2020);
+  ``gumbel``, the concrete / Gumbel-softmax relaxation the decoder is trained on (Maddison et
+  al., 2017; Jang et al., 2017; its test metrics are those of the discrete model);
+- :class:`~stochgrad.vae.ScoreFunctionELBO` with an estimator: ``reinforce`` (moving-average
+  baseline, Williams 1992), ``nvil`` (Mnih & Gregor, 2014), ``loo`` (leave-one-out over
+  ``--samples``, Kool et al., 2019), ``muprop`` (Gu et al., 2016), ``arm`` (Yin & Zhou, 2019),
+  ``disarm`` (Dong et al., 2020), ``rebar`` (Tucker et al., 2017), ``relax`` (Grathwohl et al.,
+  2018), ``st`` (straight-through Gumbel-softmax, Jang et al., 2017) and ``plain_st``
+  (straight-through, Bengio et al., 2013);
 - ``vimco`` (Mnih & Rezende, 2016, :class:`~stochgrad.vae.VIMCO`) and ``rws`` (Bornschein &
-  Bengio, 2015, :class:`~stochgrad.vae.PWake` + :class:`~stochgrad.vae.QWake`) with K samples;
-- score function (:class:`~stochgrad.vae.ScoreFunctionELBO`): ``reinforce`` (moving-average
-  baseline, Williams 1992), ``nvil`` (Mnih & Gregor, 2014).
+  Bengio, 2015, :class:`~stochgrad.vae.PWake` + :class:`~stochgrad.vae.QWake`) with K samples.
 
 The test metrics are the library's bounds: the ELBO (closed-form KL where torch has it) and the
 K-sample importance-weighted bound :func:`stochgrad.vae.functional.iwae_bound`.
@@ -45,24 +51,24 @@ class Objective(nn.Module):
         return -self.losses[0].loss_history_[-1]
 
 
-def _baseline_net(num_pixels: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(num_pixels, 100), nn.Tanh(), nn.Linear(100, 1))
+def _net(inputs: int) -> nn.Module:
+    """The 100-unit tanh network of NVIL's baseline and RELAX's control variate."""
+    return nn.Sequential(nn.Linear(inputs, 100), nn.Tanh(), nn.Linear(100, 1))
 
 
 Builder = Callable[[VAE, int, int, float], Objective]
 
 
-def _pathwise(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
+def _elbo(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
+    if model.estimator == "gumbel":
+        return Objective(vae.ELBO(model.relaxed_inf_net, model.relaxed_gen_model))
     return Objective(vae.ELBO(model.inf_net, model.gen_model))
 
 
-def _score(
-    estimator: Callable[[int], estimators.ScoreFunctionEstimator],
-) -> Builder:
+def _score(estimator: Callable[[VAE, int, int, float], estimators.Estimator]) -> Builder:
     def build(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
-        return Objective(
-            vae.ScoreFunctionELBO(model.inf_net, model.gen_model, estimator=estimator(pixels))
-        )
+        chosen = estimator(model, pixels, samples, temperature)
+        return Objective(vae.ScoreFunctionELBO(model.inf_net, model.gen_model, estimator=chosen))
 
     return build
 
@@ -78,18 +84,28 @@ def _rws(model: VAE, pixels: int, samples: int, temperature: float) -> Objective
     )
 
 
+E = estimators
 ESTIMATORS: dict[str, Builder] = {
-    "reparam": _pathwise,
-    "implicit": _pathwise,
-    "igr": _pathwise,
-    "reinforce": _score(lambda pixels: estimators.MovingAverageBaseline()),
-    "nvil": _score(lambda pixels: estimators.NVILBaseline(_baseline_net(pixels))),
+    "reparam": _elbo,
+    "implicit": _elbo,
+    "igr": _elbo,
+    "gumbel": _elbo,
+    "reinforce": _score(lambda m, p, k, t: E.Reinforce(E.MovingAverageBaseline())),
+    "nvil": _score(lambda m, p, k, t: E.Reinforce(E.NVILBaseline(_net(p)))),
+    "loo": _score(lambda m, p, k, t: E.Reinforce(E.LeaveOneOutBaseline(), n_samples=k)),
+    "muprop": _score(lambda m, p, k, t: E.MuProp(E.MovingAverageBaseline())),
+    "arm": _score(lambda m, p, k, t: E.ARM()),
+    "disarm": _score(lambda m, p, k, t: E.DisARM()),
+    "rebar": _score(lambda m, p, k, t: E.REBAR()),
+    "relax": _score(lambda m, p, k, t: E.RELAX(_net(m.dim))),
+    "st": _score(lambda m, p, k, t: E.GumbelStraightThrough(t)),
+    "plain_st": _score(lambda m, p, k, t: E.StraightThrough()),
     "vimco": _vimco,
     "rws": _rws,
 }
 """``--estimator`` name -> builder ``(model, pixels, samples, temperature) -> Objective``."""
 
-MULTI_SAMPLE = ("vimco", "rws")
+MULTI_SAMPLE = ("vimco", "rws", "loo")
 
 
 def make_objective(
