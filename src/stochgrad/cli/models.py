@@ -58,28 +58,23 @@ def _normal_mixture(logits: Tensor, loc: Tensor, scale: Tensor) -> td.Distributi
 
 @dataclass(frozen=True)
 class LatentFamily:
-    """A latent family: q(z|x)'s class and parameters, its prior, and the decoder's input.
-
-    ``posterior`` is ``(distribution class, parameter names, transforms, raw outputs per
-    unit)``; the raw outputs of a unit are split into the parameters in that order.
-    """
+    """A latent family: q(z|x)'s class, its parameters (name -> map from the encoder's raw
+    output, ``None`` for none), ``width`` values of each per unit (classes, mixture components),
+    and a builder of its prior p(z) for ``dim`` units."""
 
     name: str
     discrete: bool
     estimators: tuple[str, ...]
     default_dim: int
-    posterior: tuple[Callable[..., td.Distribution], tuple[str, ...], dict[str, Callable], int]
-    prior: Callable[[int], td.Distribution]
+    cls: Callable[..., td.Distribution]
+    params: dict[str, Callable[[Tensor], Tensor] | None]
+    prior: Callable[[int], Prior]
+    width: int = 1
 
     @property
     def categories(self) -> int:
         """Classes per discrete unit (a Bernoulli unit has two)."""
         return CATEGORIES if self.name == "categorical" else 2
-
-    @property
-    def unit_shape(self) -> tuple[int, ...]:
-        """The event shape of one latent unit."""
-        return (CATEGORIES,) if self.name == "categorical" else ()
 
 
 class _Features(nn.Module):
@@ -173,45 +168,39 @@ class VAE(nn.Module):
         self.estimator = estimator
         if estimator in ("igr", "gumbel") and not temperature > 0:
             raise ValueError(f"temperature must be > 0, got {temperature}")
-        features = _Features(family.name, estimator)
-        decoder = nn.Sequential(features, _mlp([features.size(dim), *reversed(hidden), num_pixels]))
-        likelihood = DistributionNet(decoder, td.Bernoulli, ("logits",), validate_args=False)
-        cls, names, transforms, per_unit = family.posterior
-        prior = family.prior(dim)
-        unit = (dim, per_unit) if family.unit_shape or family.name == "mixture" else None
+        cls, prior, names = family.cls, family.prior(dim), tuple(family.params)
+        transforms = {name: fn for name, fn in family.params.items() if fn is not None}
+        per_unit = len(names) * family.width
+        kwargs = {"validate_args": False} if family.discrete else {}
+        unit = (dim, per_unit) if family.width > 1 else None
         if estimator == "igr":
             free = family.categories - 1
-            cls, names, transforms = (
-                relaxed.InvertibleGaussian,
-                ("loc", "scale"),
-                {"scale": positive},
-            )
-            per_unit, unit = 2 * free, (dim, 2 * free)
+            cls, names, transforms = relaxed.InvertibleGaussian, ("loc", "scale"), {"scale": P}
+            per_unit, unit, kwargs = 2 * free, (dim, 2 * free), {}
             zeros = torch.zeros(dim, free)
             prior = Prior(cls, loc=zeros, scale=zeros + 1, temperature=_float64(temperature))
         elif estimator == "reparam":  # the explicit z = loc + scale * eps: torch's Normal
             cls = td.Normal
-        body = _mlp([num_pixels, *hidden, dim * per_unit])
+        # The discrete densities are also evaluated between the points (REBAR, RELAX, MuProp).
+        body = _mlp([num_pixels, *hidden, dim * per_unit])  # built first: the seed's weights
         head = _Head(body, names, unit, temperature if estimator == "igr" else None)
-        kwargs = {"validate_args": False} if family.discrete else {}
-        self.inf_net = DistributionInferenceNetwork(
-            DistributionNet(head, cls, None, transforms, **kwargs)
-        )
+        encoder = DistributionNet(head, cls, None, transforms, **kwargs)
+        features = _Features(family.name, estimator)
+        decoder = nn.Sequential(features, _mlp([features.size(dim), *reversed(hidden), num_pixels]))
+        likelihood = DistributionNet(decoder, td.Bernoulli, ("logits",), validate_args=False)
+        self.inf_net = DistributionInferenceNetwork(encoder)
         self.gen_model = DistributionGenerativeModel(prior, likelihood)
         if estimator == "gumbel":
             # The relaxation trained on (Maddison et al., 2017; Jang et al., 2017): the same
             # encoder and decoder with the binary concrete / Gumbel-softmax laws for q and p.
-            cls = (
-                relaxed.RelaxedBernoulli
-                if family.name == "bernoulli"
-                else relaxed.RelaxedOneHotCategorical
+            relax = (
+                relaxed.RelaxedBernoulli if family.width == 1 else relaxed.RelaxedOneHotCategorical
             )
-            relaxed_head = _Head(body, names, unit, temperature)
-            self.relaxed_inf_net = DistributionInferenceNetwork(DistributionNet(relaxed_head, cls))
-            self.relaxed_gen_model = DistributionGenerativeModel(
-                Prior(cls, **dict(prior.named_buffers()), temperature=_float64(temperature)),
-                likelihood,
-            )
+            head = _Head(body, names, unit, temperature)
+            self.relaxed_inf_net = DistributionInferenceNetwork(DistributionNet(head, relax))
+            buffers = dict(prior.named_buffers())
+            relaxed_prior = Prior(relax, **buffers, temperature=_float64(temperature))
+            self.relaxed_gen_model = DistributionGenerativeModel(relaxed_prior, likelihood)
 
     @property
     def encoder(self) -> nn.Module:
@@ -243,7 +232,7 @@ class VAE(nn.Module):
         if self.family.discrete:
             return (
                 torch.softmax(params["logits"], -1).flatten(1)
-                if self.family.unit_shape
+                if self.family.width > 1
                 else torch.sigmoid(params["logits"])
             )
         if self.family.name == "vonmises":
@@ -269,65 +258,30 @@ def _discrete_prior(cls: Callable[..., td.Distribution], **values: float) -> Cal
     return build
 
 
-CONTINUOUS_ESTIMATORS = ("implicit",)
-BERNOULLI_ESTIMATORS = (
-    "gumbel", "st", "plain_st", "igr", "reinforce", "nvil", "loo", "muprop", "arm", "disarm",
-    "rebar", "relax", "vimco", "rws",
-)  # fmt: skip
+CONTINUOUS = ("implicit",)
+BERNOULLI = ("gumbel", "st", "plain_st", "igr", "reinforce", "nvil", "loo", "muprop", "arm",
+             "disarm", "rebar", "relax", "vimco", "rws")  # fmt: skip
 # ARM, DisARM, REBAR and RELAX are defined for binary latents.
-CATEGORICAL_ESTIMATORS = tuple(
-    name for name in BERNOULLI_ESTIMATORS if name not in ("arm", "disarm", "rebar", "relax")
-)
-
-
-def _pair(first: str, second: str, first_transform: Callable = positive) -> dict[str, Callable]:
-    return {first: first_transform, second: positive}
-
-
-FAMILIES: dict[str, LatentFamily] = {
-    family.name: family
-    for family in (
-        LatentFamily(
-            "normal", False, ("reparam", "implicit"), 10,
-            (implicit.Normal, ("loc", "scale"), {"scale": positive}, 2),
-            _prior(td.Normal, loc=0.0, scale=1.0),
-        ),
-        LatentFamily(
-            "gamma", False, CONTINUOUS_ESTIMATORS, 10,
-            (implicit.Gamma, ("concentration", "rate"), _pair("concentration", "rate"), 2),
-            _prior(td.Gamma, concentration=0.3, rate=0.3),
-        ),
-        LatentFamily(
-            "beta", False, CONTINUOUS_ESTIMATORS, 10,
-            (implicit.Beta, ("concentration1", "concentration0"),
-             _pair("concentration1", "concentration0"), 2),
-            _prior(td.Beta, concentration1=1.0, concentration0=1.0),
-        ),
-        LatentFamily(
-            "dirichlet", False, CONTINUOUS_ESTIMATORS, 10,
-            (implicit.Dirichlet, ("concentration",), {"concentration": positive}, 1),
-            _prior(td.Dirichlet, concentration=1.0),
-        ),
-        LatentFamily(
-            "vonmises", False, CONTINUOUS_ESTIMATORS, 10,
-            (implicit.VonMises, ("loc", "concentration"), _pair("loc", "concentration", _angle), 2),
-            _prior(td.Uniform, low=-math.pi, high=math.pi),
-        ),
-        LatentFamily(
-            "mixture", False, CONTINUOUS_ESTIMATORS, 10,
-            (_normal_mixture, ("logits", "loc", "scale"), {"scale": positive},
-             3 * _MIXTURE_COMPONENTS),
-            _prior(td.Normal, loc=0.0, scale=1.0),
-        ),
-        LatentFamily(
-            "bernoulli", True, BERNOULLI_ESTIMATORS, 200,
-            (td.Bernoulli, ("logits",), {}, 1),
-            _discrete_prior(td.Bernoulli, probs=0.5),
-        ),
-        LatentFamily(
-            "categorical", True, CATEGORICAL_ESTIMATORS, 20,
-            (td.OneHotCategorical, ("logits",), {}, CATEGORIES),
-            _discrete_prior(td.OneHotCategorical, logits=0.0),
-        ),
-    )
-}  # fmt: skip
+CATEGORICAL = tuple(name for name in BERNOULLI if name not in ("arm", "disarm", "rebar", "relax"))
+P = positive
+FAMILIES: dict[str, LatentFamily] = {family.name: family for family in (
+    LatentFamily("normal", False, ("reparam", "implicit"), 10, implicit.Normal,
+                 {"loc": None, "scale": P}, _prior(td.Normal, loc=0.0, scale=1.0)),
+    LatentFamily("gamma", False, CONTINUOUS, 10, implicit.Gamma,
+                 {"concentration": P, "rate": P}, _prior(td.Gamma, concentration=0.3, rate=0.3)),
+    LatentFamily("beta", False, CONTINUOUS, 10, implicit.Beta,
+                 {"concentration1": P, "concentration0": P},
+                 _prior(td.Beta, concentration1=1.0, concentration0=1.0)),
+    LatentFamily("dirichlet", False, CONTINUOUS, 10, implicit.Dirichlet, {"concentration": P},
+                 _prior(td.Dirichlet, concentration=1.0)),
+    LatentFamily("vonmises", False, CONTINUOUS, 10, implicit.VonMises,
+                 {"loc": _angle, "concentration": P},
+                 _prior(td.Uniform, low=-math.pi, high=math.pi)),
+    LatentFamily("mixture", False, CONTINUOUS, 10, _normal_mixture,
+                 {"logits": None, "loc": None, "scale": P}, _prior(td.Normal, loc=0.0, scale=1.0),
+                 width=_MIXTURE_COMPONENTS),
+    LatentFamily("bernoulli", True, BERNOULLI, 200, td.Bernoulli, {"logits": None},
+                 _discrete_prior(td.Bernoulli, probs=0.5)),
+    LatentFamily("categorical", True, CATEGORICAL, 20, td.OneHotCategorical, {"logits": None},
+                 _discrete_prior(td.OneHotCategorical, logits=0.0), width=CATEGORIES),
+)}  # fmt: skip
