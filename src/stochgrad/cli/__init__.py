@@ -126,17 +126,8 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from stochgrad.cli.train import TrainConfig, options_from_args, train
 
-        train(
-            TrainConfig(
-                latent=args.latent,
-                estimator=args.estimator,
-                dim=args.dim,
-                seed=args.seed,
-                out=args.out,
-                resume=args.resume,
-                **options_from_args(args),
-            )
-        )
+        run = {key: getattr(args, key) for key in ("latent", "estimator", "dim", "seed", "out")}
+        train(TrainConfig(**run, resume=args.resume, **options_from_args(args)))
         return 0
     if args.command == "compare":
         from stochgrad.cli.compare import compare_from_args

@@ -29,12 +29,13 @@ import torch
 
 from stochgrad.cli.checkpoint import load_checkpoint
 from stochgrad.cli.errors import TrainingError, UsageError
-from stochgrad.cli.models import FAMILIES, VAE
+from stochgrad.cli.models import FAMILIES
 from stochgrad.cli.objectives import ESTIMATORS
 from stochgrad.cli.train import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     TrainConfig,
+    build_vae,
     options_from_args,
     public_config,
     resolve_config,
@@ -216,9 +217,7 @@ def _train_worker(config: TrainConfig) -> dict[str, Any]:
             dataset=_worker_dataset(config.data, config.data_dir),
             log=log,
         )
-    return {
-        key: value for key, value in result.items() if key not in ("model", "objective", "dataset")
-    }
+    return {key: result[key] for key in result if key not in ("model", "objective", "dataset")}
 
 
 def _run_name(config: TrainConfig) -> str:
@@ -235,27 +234,14 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
     wanted = public_config(config)
     if any(metrics["config"].get(key) != value for key, value in wanted.items() if key != "out"):
         return None
-    state = load_checkpoint(checkpoint_path)
+    state = load_checkpoint(checkpoint_path)["model"]
     data = dataset.subset(config.train_size, config.test_size)
-    vae = VAE(
-        FAMILIES[config.latent],
-        config.dim,
-        data.num_pixels,
-        config.estimator,
-        temperature=config.temperature,
-    )
-    vae.load_state_dict(
-        {key[4:]: value for key, value in state["model"].items() if key.startswith("vae.")}
-    )
+    vae = build_vae(config, data.num_pixels)
+    vae.load_state_dict({key[4:]: value for key, value in state.items() if key.startswith("vae.")})
     return {**metrics, "model": vae.to(config.device), "dataset": data}
 
 
-def _group(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for result in results:
-        config = result["config"]
-        groups.setdefault((config["latent"], config["estimator"], config["dim"]), []).append(result)
-    return groups
+_GROUP = ("latent", "estimator", "dim")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -264,14 +250,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _summaries(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault(tuple(result["config"][key] for key in _GROUP), []).append(result)
     rows = []
-    for (latent, estimator, dim), members in _group(results).items():
-        row: dict[str, Any] = {
-            "latent": latent,
-            "estimator": estimator,
-            "dim": dim,
-            "seeds": len(members),
-        }
+    for group, members in groups.items():
+        row: dict[str, Any] = {**dict(zip(_GROUP, group, strict=True)), "seeds": len(members)}
         for key in ("test_neg_elbo", "test_iwae_ll", "seconds_per_epoch"):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in members])
         rows.append(row)
@@ -300,22 +284,14 @@ def results_table(results: list[dict[str, Any]], iwae_samples: int) -> str:
 
 
 def _write_csv(out: Path, results: list[dict[str, Any]]) -> None:
-    summaries = _summaries(results)
-    with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
-        writer.writeheader()
-        writer.writerows(summaries)
-    fields = ["latent", "estimator", "dim", "seed", "epochs", "test_neg_elbo", "test_iwae_ll",
-              "seconds_per_epoch"]  # fmt: skip
-    with open(out / "runs.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for result in results:
-            config = result["config"]
-            writer.writerow(
-                {
-                    **{key: config[key] for key in ("latent", "estimator", "dim", "seed")},
-                    "epochs": len(result["history"]),
-                    **{key: result[key] for key in fields[5:]},
-                }
-            )
+    metrics = ("test_neg_elbo", "test_iwae_ll", "seconds_per_epoch")
+    runs = [
+        {**{key: result["config"][key] for key in (*_GROUP, "seed")},
+         "epochs": len(result["history"]), **{key: result[key] for key in metrics}}
+        for result in results
+    ]  # fmt: skip
+    for name, rows in (("results.csv", _summaries(results)), ("runs.csv", runs)):
+        with open(out / name, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)

@@ -30,13 +30,12 @@ def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         label = f"{config['latent']}/{config['estimator']} d={config['dim']}"
         groups.setdefault(label, []).append(result)
     firsts = {label: members[0] for label, members in groups.items()}
-    paths = [
+    return [
         _learning_curves(plt, groups, folder / "learning_curves.png"),
         _image_grid(plt, firsts, folder / "reconstructions.png", reconstruct=True),
         _image_grid(plt, firsts, folder / "prior_samples.png", reconstruct=False),
         _embeddings(plt, firsts, folder / "latent_embeddings.png"),
     ]
-    return paths
 
 
 def _learning_curves(plt, groups, path: Path) -> Path:

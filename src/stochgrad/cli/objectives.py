@@ -56,36 +56,25 @@ def _net(inputs: int) -> nn.Module:
     return nn.Sequential(nn.Linear(inputs, 100), nn.Tanh(), nn.Linear(100, 1))
 
 
-Builder = Callable[[VAE, int, int, float], Objective]
+Losses = Callable[[VAE, int, int, float], list[vae.VAELoss]]
 
 
-def _elbo(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
+def _elbo(model: VAE, pixels: int, samples: int, temperature: float) -> list[vae.VAELoss]:
     if model.estimator == "gumbel":
-        return Objective(vae.ELBO(model.relaxed_inf_net, model.relaxed_gen_model))
-    return Objective(vae.ELBO(model.inf_net, model.gen_model))
+        return [vae.ELBO(model.relaxed_inf_net, model.relaxed_gen_model)]
+    return [vae.ELBO(model.inf_net, model.gen_model)]
 
 
-def _score(estimator: Callable[[VAE, int, int, float], estimators.Estimator]) -> Builder:
-    def build(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
+def _score(estimator: Callable[[VAE, int, int, float], estimators.Estimator]) -> Losses:
+    def build(model: VAE, pixels: int, samples: int, temperature: float) -> list[vae.VAELoss]:
         chosen = estimator(model, pixels, samples, temperature)
-        return Objective(vae.ScoreFunctionELBO(model.inf_net, model.gen_model, estimator=chosen))
+        return [vae.ScoreFunctionELBO(model.inf_net, model.gen_model, estimator=chosen)]
 
     return build
 
 
-def _vimco(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
-    return Objective(vae.VIMCO(model.inf_net, model.gen_model, n_samples=samples))
-
-
-def _rws(model: VAE, pixels: int, samples: int, temperature: float) -> Objective:
-    return Objective(
-        vae.PWake(model.inf_net, model.gen_model, n_samples=samples),
-        vae.QWake(model.inf_net, model.gen_model, n_samples=samples),
-    )
-
-
 E = estimators
-ESTIMATORS: dict[str, Builder] = {
+ESTIMATORS: dict[str, Losses] = {
     "reparam": _elbo,
     "implicit": _elbo,
     "igr": _elbo,
@@ -100,10 +89,13 @@ ESTIMATORS: dict[str, Builder] = {
     "relax": _score(lambda m, p, k, t: E.RELAX(_net(m.dim))),
     "st": _score(lambda m, p, k, t: E.GumbelStraightThrough(t)),
     "plain_st": _score(lambda m, p, k, t: E.StraightThrough()),
-    "vimco": _vimco,
-    "rws": _rws,
+    "vimco": lambda m, p, k, t: [vae.VIMCO(m.inf_net, m.gen_model, n_samples=k)],
+    "rws": lambda m, p, k, t: [
+        vae.PWake(m.inf_net, m.gen_model, n_samples=k),
+        vae.QWake(m.inf_net, m.gen_model, n_samples=k),
+    ],
 }
-"""``--estimator`` name -> builder ``(model, pixels, samples, temperature) -> Objective``."""
+"""``--estimator`` name -> ``(model, pixels, samples, temperature) -> [loss objects]``."""
 
 MULTI_SAMPLE = ("vimco", "rws", "loo")
 
@@ -112,7 +104,7 @@ def make_objective(
     estimator: str, model: VAE, num_pixels: int, samples: int, temperature: float
 ) -> Objective:
     """The objective of ``estimator`` on ``model`` (learned control variates live inside it)."""
-    return ESTIMATORS[estimator](model, num_pixels, samples, temperature)
+    return Objective(*ESTIMATORS[estimator](model, num_pixels, samples, temperature))
 
 
 def _kl(model: VAE, inf_net: vae.DistributionInferenceNetwork) -> Tensor | None:

@@ -18,7 +18,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
@@ -39,6 +39,7 @@ from stochgrad.data import DATASETS, Dataset, binarize, load_dataset, minibatche
 
 __all__ = [
     "TrainConfig",
+    "build_vae",
     "options_from_args",
     "public_config",
     "resolve_config",
@@ -127,6 +128,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     if device.startswith("cuda") and not torch.cuda.is_available():
         raise UsageError("--device cuda was requested but torch.cuda.is_available() is False")
     return replace(config, estimator=estimator, dim=dim)
+
+
+def build_vae(config: TrainConfig, num_pixels: int) -> VAE:
+    """The model of a resolved ``config`` for images of ``num_pixels``."""
+    family = FAMILIES[config.latent]
+    return VAE(family, cast(int, config.dim), num_pixels, cast(str, config.estimator),
+               temperature=config.temperature)  # fmt: skip
 
 
 class _Step(nn.Module):
@@ -223,14 +231,11 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         raise UsageError(
             f"--batch-size {config.batch_size} must be divisible by the {world_size} processes"
         )
-    family = FAMILIES[config.latent]
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    vae = VAE(
-        family, config.dim, dataset.num_pixels, config.estimator, temperature=config.temperature
-    )
+    vae = build_vae(config, dataset.num_pixels)
     objective = make_objective(
         config.estimator, vae, dataset.num_pixels, config.samples, config.temperature
     )
@@ -325,10 +330,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             f"test log p(x) >= {result['test_iwae_ll']:.3f} (K={config.iwae_samples})  "
             f"{result['seconds_per_epoch']:.2f} s/epoch"
         )
-    result["model"] = vae
-    result["objective"] = objective
-    result["dataset"] = dataset
-    return result
+    return {**result, "model": vae, "objective": objective, "dataset": dataset}
 
 
 def _progress(batches, config: TrainConfig, rank: int, epoch: int):
@@ -337,20 +339,15 @@ def _progress(batches, config: TrainConfig, rank: int, epoch: int):
     from tqdm.auto import tqdm
 
     # disable=None lets tqdm hide the bar when stderr is not a terminal.
-    return tqdm(
-        batches,
-        desc=f"epoch {epoch}",
-        leave=False,
-        disable=None if config.progress is None else False,
-    )
+    disable = None if config.progress is None else False
+    return tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=disable)
 
 
 def public_config(config: TrainConfig) -> dict[str, Any]:
     """The config as saved in checkpoints and metrics (without resume and progress)."""
-    public = asdict(config)
-    for private in ("resume", "progress"):
-        public.pop(private)
-    return public
+    return {
+        key: value for key, value in asdict(config).items() if key not in ("resume", "progress")
+    }
 
 
 def _save(path, step, optimizer, data_generator, history, config, rank, world_size, device):
