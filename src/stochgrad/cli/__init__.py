@@ -49,7 +49,7 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     group.add_argument("--epochs", type=int, default=epochs)
     group.add_argument("--batch-size", type=int, default=100)
     group.add_argument("--lr", type=float, default=1e-3)
-    group.add_argument("--samples", type=int, default=5, help="K for vimco and rws")
+    group.add_argument("--samples", type=int, default=5, help="K for vimco, rws and loo")
     group.add_argument("--temperature", type=float, default=0.5, help="for gumbel, st, igr")
     group.add_argument("--iwae-samples", type=int, default=1000, help="K of the test log p(x)")
     group.add_argument("--device", default="cpu", help="cpu or cuda[:index]")

@@ -56,25 +56,17 @@ DEFAULT_GRID = {
 
 
 def add_compare_options(parser: argparse.ArgumentParser) -> None:
-    grid_options = parser.add_argument_group("grid")
-    grid_options.add_argument(
-        "--latents", default=DEFAULT_GRID["latents"], help="comma-separated latent families"
-    )
-    grid_options.add_argument(
-        "--estimators", default=DEFAULT_GRID["estimators"], help="comma-separated estimators"
-    )
-    grid_options.add_argument(
-        "--dims", default=DEFAULT_GRID["dims"], help="latent sizes of the continuous families"
-    )
-    grid_options.add_argument("--seeds", default=DEFAULT_GRID["seeds"], help="e.g. 0,1,2")
-    grid_options.add_argument("--out", default="runs/compare", help="results folder")
-    grid_options.add_argument("--no-figures", action="store_true", help="skip the figures")
-    grid_options.add_argument(
-        "--jobs",
-        type=int,
-        default=DEFAULT_GRID["jobs"],
-        help="runs trained in parallel, one torch thread each (default: 2, or 1 on one core)",
-    )
+    group = parser.add_argument_group("grid")
+    for name, help_ in (("latents", "comma-separated latent families"),
+                        ("estimators", "comma-separated estimators"),
+                        ("dims", "latent sizes of the continuous families"),
+                        ("seeds", "e.g. 0,1,2")):  # fmt: skip
+        group.add_argument(f"--{name}", default=DEFAULT_GRID[name], help=help_)
+    group.add_argument("--out", default="runs/compare", help="results folder")
+    group.add_argument("--no-figures", action="store_true", help="skip the figures")
+    group.add_argument("--jobs", type=int, default=DEFAULT_GRID["jobs"],
+                       help="runs trained in parallel, one torch thread each (default: 2, or 1 "
+                       "on one core)")  # fmt: skip
 
 
 def _split(text: str, name: str, cast=str) -> list:
