@@ -49,7 +49,7 @@ def test_two_cpu_processes_hold_identical_parameters(tmp_path, estimator):
     torch.manual_seed(0)
     initial = VAE(FAMILIES["bernoulli"], 20, 64, estimator)
     objective = make_objective(estimator, initial, 64, samples=5, temperature=0.5)
-    first = "inf_net.heads.0.module.0.weight"
+    first = "inf_net.heads.0.module.body.0.weight"
     assert not torch.equal(initial.state_dict()[first], ranks[0]["vae"][first])
     estimator_state = {
         key: value
