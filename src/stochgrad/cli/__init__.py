@@ -111,12 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0
-    except (UsageError, DataError) as error:
+    except (UsageError, DataError, TrainingError) as error:
         print(f"stochgrad: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingError as error:
-        print(f"stochgrad: error: {error}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(error, TrainingError) else 2
     except KeyboardInterrupt:
         print("stochgrad: interrupted", file=sys.stderr)
         return 130
