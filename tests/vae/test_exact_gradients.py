@@ -8,6 +8,7 @@ independent NumPy quadrature of L_K. These checks are deterministic (float64); e
 showing that a wrong estimator is caught.
 """
 
+import functools
 import itertools
 import math
 
@@ -17,7 +18,15 @@ import torch
 from torch import nn
 from torch.distributions import Bernoulli, Normal
 
-from stochgrad.estimators import LeaveOneOutBaseline, MovingAverageBaseline, Reinforce
+from stochgrad.estimators import (
+    REBAR,
+    RELAX,
+    DisARM,
+    LeaveOneOutBaseline,
+    MovingAverageBaseline,
+    Reinforce,
+    StraightThrough,
+)
 from stochgrad.vae import (
     ELBO,
     IWAE,
@@ -73,11 +82,14 @@ class FixedSamples(InferenceNetwork):
         return self.inner.distribution
 
 
-def discrete_model():
+def discrete_model(validate_args=None):
+    """The tiny model; ``validate_args=False`` lets REBAR and RELAX evaluate its densities at
+    relaxed latents in (0, 1)."""
     torch.manual_seed(0)
-    encoder = DistributionNet(nn.Linear(3, 2), Bernoulli, ("logits",))
-    decoder = DistributionNet(nn.Linear(2, 3), Bernoulli, ("logits",))
-    prior = Prior(Bernoulli, learnable=True, logits=torch.tensor([0.3, -0.7]))
+    bernoulli = functools.partial(Bernoulli, validate_args=validate_args)
+    encoder = DistributionNet(nn.Linear(3, 2), bernoulli, ("logits",))
+    decoder = DistributionNet(nn.Linear(2, 3), bernoulli, ("logits",))
+    prior = Prior(bernoulli, learnable=True, logits=torch.tensor([0.3, -0.7]))
     inf_net = DistributionInferenceNetwork(encoder).to(DTYPE)
     gen_model = DistributionGenerativeModel(prior, decoder).to(DTYPE)
     with torch.no_grad():  # spread the parameters so that the weights differ markedly
@@ -324,6 +336,72 @@ def test_score_function_check_fails_on_sample_dependent_baseline():
         total += log_q.sum().exp().detach() * flat(grads(loss, params))
     exact = flat(grads(exact_elbo(inf_net, gen_model), params))
     assert (total + exact).abs().max() > 1e-2
+
+
+NUM_SE = 5.0
+
+
+def _relax_control():
+    return nn.Sequential(nn.Linear(2, 8), nn.Tanh(), nn.Linear(8, 1)).to(DTYPE)
+
+
+# Estimators for Bernoulli latents through ScoreFunctionELBO: (factory, warm-up steps of the
+# estimator's own parameters by the user's optimizer before measuring).
+BERNOULLI_ESTIMATORS = {
+    "disarm": (DisARM, 0),
+    "rebar": (lambda: REBAR(temperature=0.5).to(DTYPE), 50),
+    "relax": (lambda: RELAX(_relax_control(), temperature=0.5).to(DTYPE), 50),
+    "straight_through": (StraightThrough, 0),  # biased: the twin
+}
+
+
+def _elbo_gradient_estimates(name, n_runs=300, n_rows=200):
+    """``n_runs`` independent estimates of ∇(−ELBO), each the gradient of one
+    ScoreFunctionELBO call on ``n_rows`` copies of the data point (seed 0); and −∇ELBO exact."""
+    make, warm_up = BERNOULLI_ESTIMATORS[name]
+    # These estimators draw from inf_net.distribution (the encoder's Bernoulli), so the samples
+    # fixed by FixedSamples.sample are not used.
+    inf_net, gen_model = discrete_model(validate_args=False)
+    torch.manual_seed(0)
+    loss_obj = ScoreFunctionELBO(inf_net, gen_model, estimator=make())
+    params = params_of(inf_net, gen_model)
+    data = DATA.expand(n_rows, -1)
+    own = list(loss_obj.estimator.parameters())
+    if own:
+        optimizer = torch.optim.Adam(own, lr=1e-2)
+        for _ in range(warm_up):  # the control variate alone is trained
+            optimizer.zero_grad()
+            loss_obj(DATA.expand(64, -1)).backward()
+            optimizer.step()
+    estimates = torch.stack([flat(grads(loss_obj(data), params)) for _ in range(n_runs)])
+    exact = -flat(grads(exact_elbo(inf_net, gen_model), params))
+    return estimates, exact
+
+
+def _max_z_score(estimates, target):
+    """max over coordinates of |mean − target| / SE; a coordinate without noise (the encoder
+    weights of the pixel x_j = 0 get exactly 0) must match exactly."""
+    standard_error = estimates.std(0) / math.sqrt(estimates.shape[0])
+    error = (estimates.mean(0) - target).abs()
+    exact = standard_error == 0
+    z_scores = torch.where(exact, torch.where(error == 0, 0.0, math.inf), error / standard_error)
+    return z_scores.max().item()
+
+
+@pytest.mark.parametrize("name", ["disarm", "rebar", "relax"])
+def test_bernoulli_estimators_through_score_function_elbo_match_exact_gradient(name):
+    """Seed 0, 300 estimates of 200 rows each: every coordinate of the mean (encoder, decoder
+    and prior parameters) within 5 standard errors of the exact ELBO gradient; twin: the same
+    estimates do not match 1.1× the exact gradient."""
+    estimates, exact = _elbo_gradient_estimates(name)
+    assert _max_z_score(estimates, exact) < NUM_SE
+    assert _max_z_score(estimates, 1.1 * exact) > NUM_SE
+
+
+def test_exact_gradient_check_fails_on_a_biased_estimator():
+    """Twin: straight-through through the same ScoreFunctionELBO misses the exact gradient."""
+    estimates, exact = _elbo_gradient_estimates("straight_through")
+    assert _max_z_score(estimates, exact) > NUM_SE
 
 
 # Linear-Gaussian model: z ~ N(0, 1), x | z ~ N(a z + b, 0.8²), q(z | x) = N(u x + c, exp(v x + d)).

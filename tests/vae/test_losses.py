@@ -14,7 +14,7 @@ from torch import nn
 from torch.distributions import Bernoulli, Normal, RelaxedBernoulli
 
 import stochgrad.vae as vae
-from stochgrad.estimators import LeaveOneOutBaseline, NVILBaseline, Reinforce
+from stochgrad.estimators import RELAX, DisARM, LeaveOneOutBaseline, NVILBaseline, Reinforce
 from stochgrad.vae import (
     DistributionGenerativeModel,
     DistributionInferenceNetwork,
@@ -343,3 +343,137 @@ def test_losses_train_a_tiny_model():
     # An untrained model is near 6 log(1/2) ≈ -4.16; the two-pattern data allow about log(1/2).
     assert before < -3.5 and after > -1.5, (before, after)
     assert math.isfinite(after)
+
+
+@pytest.mark.parametrize("loss_cls", [vae.ELBO, vae.IWAE])
+def test_seed_api_as_written(loss_cls):
+    """The seed API, call by call: ``inf_net(data)`` returns itself and sets ``params_``;
+    ``inf_net.sample()``, ``inf_net.log_prob(latents)``; ``gen_model(data, latents)``,
+    ``gen_model.sample()``, ``gen_model.log_prob(data, latents)``; ``loss(data)`` is the scalar
+    and ``loss.loss_history_`` records it."""
+    inf_net, gen_model = models("normal")
+    data = data_of()
+    assert inf_net(data) is inf_net and inf_net.params_
+    latents = inf_net.sample()
+    assert inf_net.log_prob(latents).shape == (BATCH, 1)
+    assert gen_model(data, latents) is gen_model
+    dreamt, dreamt_latents = gen_model.sample()
+    assert dreamt.shape == (1, DATA_DIM) and dreamt_latents.shape == (1, 1, LATENT_DIM)
+    assert gen_model.log_prob(data, latents).shape == (BATCH, 1)
+    loss = loss_cls(inf_net, gen_model)
+    value = loss(data)
+    assert value.shape == () and loss.loss_history_ == [value.item()]
+
+
+@pytest.mark.parametrize("loss_cls", sorted({e.loss_cls for e in LOSS_EXAMPLES}, key=str))
+def test_seed_api_loss_construction_for_every_loss(loss_cls):
+    latent = "normal" if loss_cls in (vae.ELBO, vae.IWAE, vae.DReG) else "bernoulli"
+    loss = loss_cls(*models(latent))
+    value = loss(data_of())
+    assert value.shape == () and loss.loss_history_ == [value.item()]
+
+
+class SamplesFirst(DistributionInferenceNetwork):
+    """Wrong on purpose: samples first, as torch's ``rsample((n,))`` gives them."""
+
+    def sample(self, n_samples=1):
+        return self.dists_[0].sample((n_samples,))
+
+    def rsample(self, n_samples=1):
+        return self.dists_[0].rsample((n_samples,))
+
+    def log_prob(self, latents, *, detach_params=False):
+        return self.dists_[0].log_prob(latents)
+
+
+class IgnoresNSamples(DistributionInferenceNetwork):
+    """Wrong on purpose: always one sample."""
+
+    def sample(self, n_samples=1):
+        return super().sample(1)
+
+    def rsample(self, n_samples=1):
+        return super().rsample(1)
+
+
+class PerDimensionLogProb(DistributionInferenceNetwork):
+    """Wrong on purpose: log q not summed over the latent dimensions."""
+
+    def log_prob(self, latents, *, detach_params=False):
+        return self.dists_[0].base_dist.log_prob(latents.movedim(1, 0)).movedim(0, 1)
+
+
+SHAPE_CHECKED = [
+    (vae.ELBO, "normal"),
+    (vae.IWAE, "normal"),
+    (vae.DReG, "normal"),
+    (vae.VIMCO, "bernoulli"),
+    (vae.PWake, "bernoulli"),
+    (vae.QWake, "bernoulli"),
+    (vae.ScoreFunctionELBO, "bernoulli"),
+]
+WRONG_NETWORKS = [
+    (SamplesFirst, r"latents of shape \(3, 5, 3\), expected .* = \(5, 3, \.\.\.\): it puts the"),
+    (IgnoresNSamples, r"latents of shape \(5, 1, 3\).*did not honour n_samples=3"),
+    (PerDimensionLogProb, r"inf_net.log_prob returned shape \(5, 3, 3\), expected .* \(5, 3\)"),
+]
+
+
+@pytest.mark.parametrize(("loss_cls", "latent"), SHAPE_CHECKED, ids=lambda v: str(v))
+@pytest.mark.parametrize(("network", "match"), WRONG_NETWORKS, ids=lambda v: str(v))
+def test_wrong_sample_layout_is_a_value_error_naming_the_shapes(loss_cls, latent, network, match):
+    inf_net, gen_model = models(latent)
+    wrong = network(inf_net.heads[0])
+    with pytest.raises(ValueError, match=match):
+        loss_cls(wrong, gen_model, n_samples=3)(data_of())
+    loss_cls(inf_net, gen_model, n_samples=3)(data_of())  # twin: the right layout runs
+
+
+def test_relax_through_the_loss_trains_everything_from_one_backward():
+    """RELAX's documented use: one loss, one backward, one optimizer over loss.parameters()
+    (the models and the control variate); every group moves in one step."""
+    # relaxed_cost=False: the control network alone, so f only sees binary latents.
+    encoder = DistributionNet(nn.Linear(DATA_DIM, LATENT_DIM), Bernoulli, "logits")
+    decoder = DistributionNet(nn.Linear(LATENT_DIM, DATA_DIM), Bernoulli, "logits")
+    prior = Prior(Bernoulli, logits=torch.zeros(LATENT_DIM))
+    control = nn.Sequential(nn.Linear(LATENT_DIM, 8), nn.Tanh(), nn.Linear(8, 1))
+    loss_obj = vae.ScoreFunctionELBO(
+        DistributionInferenceNetwork(encoder),
+        DistributionGenerativeModel(prior, decoder),
+        estimator=RELAX(control, relaxed_cost=False),
+    ).double()
+    before = {name: p.detach().clone() for name, p in loss_obj.named_parameters()}
+    optimizer = torch.optim.SGD(loss_obj.parameters(), lr=0.1)
+    optimizer.zero_grad()
+    loss_obj(data_of()).backward()
+    optimizer.step()
+    for name, p in loss_obj.named_parameters():
+        assert p.requires_grad == (name != "estimator.scale")  # η is unused without f(σ(z/λ))
+        assert torch.equal(p.detach(), before[name]) == (not p.requires_grad), name
+    assert {n.split(".")[0] for n in before} == {"inf_net", "gen_model", "estimator"}
+
+
+def test_estimators_needing_a_distribution_name_the_missing_member():
+    class SamplerOnly(vae.InferenceNetwork):
+        def __init__(self):
+            super().__init__()
+            self.net = DistributionInferenceNetwork(
+                DistributionNet(nn.Linear(DATA_DIM, LATENT_DIM), Bernoulli, "logits")
+            ).double()
+
+        def forward(self, data):
+            self.net(data)
+            return self
+
+        def sample(self, n_samples=1):
+            return self.net.sample(n_samples)
+
+        def log_prob(self, latents, *, detach_params=False):
+            return self.net.log_prob(latents)
+
+    _, gen_model = models("bernoulli")
+    with pytest.raises(TypeError, match="DisARM needs q\\(z \\| x\\) as a torch distribution"):
+        vae.ScoreFunctionELBO(SamplerOnly(), gen_model, estimator=DisARM())(data_of())
+    vae.ScoreFunctionELBO(SamplerOnly(), gen_model)(data_of())  # REINFORCE needs no more
+    with pytest.raises(TypeError, match="estimator must be a stochgrad.estimators.Estimator"):
+        vae.ScoreFunctionELBO(SamplerOnly(), gen_model, estimator=NVILBaseline())

@@ -53,7 +53,7 @@ def implicit_from_cdf(
     z = z.detach()
     cdf_value = cdf(z)
     density = log_prob(z).detach().exp()
-    return z - (cdf_value - cdf_value.detach()) / density
+    return z - gradient_only(cdf_value) / density
 
 
 def implicit_triangular(
@@ -73,5 +73,5 @@ def implicit_triangular(
     previous: list[Tensor] = []
     for d in range(z.shape[-1]):
         cdf_value, density = conditional(d, previous)
-        previous.append(z[..., d] - (cdf_value - cdf_value.detach()) / density.detach())
+        previous.append(z[..., d] - gradient_only(cdf_value) / density.detach())
     return torch.stack(previous, dim=-1)

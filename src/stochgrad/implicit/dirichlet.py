@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.implicit._sampling import log_standard_gamma
+from stochgrad.special._autograd import gradient_only
 
 __all__ = ["Dirichlet"]
 
@@ -53,4 +54,4 @@ class Dirichlet(torch.distributions.Dirichlet):
         z = torch.softmax(log_gamma, dim=-1)
         tiny = torch.finfo(z.dtype).tiny
         # Keep samples inside the open simplex without touching the gradient path.
-        return z + (z.detach().clamp(min=tiny) - z.detach())
+        return z.detach().clamp(min=tiny) + gradient_only(z)

@@ -29,6 +29,8 @@ import math
 import torch
 from torch import Tensor
 
+from stochgrad.special._autograd import gradient_only
+
 __all__ = ["von_mises_cdf", "von_mises_cdf_and_dz_dconcentration"]
 
 _BLEND_LOW, _BLEND_HIGH = 20.0, 30.0
@@ -199,7 +201,7 @@ def von_mises_cdf(value: Tensor, concentration: Tensor) -> Tensor:
     out = cdf
     if torch.is_grad_enabled():
         if value.requires_grad:
-            out = out + (value - value.detach()) * density
+            out = out + gradient_only(value) * density
         if concentration.requires_grad:
-            out = out - (concentration - concentration.detach()) * density * dz
+            out = out - gradient_only(concentration) * density * dz
     return out

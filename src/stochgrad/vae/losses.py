@@ -380,9 +380,10 @@ class DReG(_MultiSampleLoss):
         self, data: Tensors, inf_net: InferenceNetworkProtocol, latents: Tensors
     ) -> Tensors:
         with torch.no_grad():
-            log_w = self.gen_model(data, latents).log_prob(data, latents) - inf_net.log_prob(
-                latents
-            )
+            log_q = inf_net.log_prob(latents)
+            log_p = self.gen_model(data, latents).log_prob(data, latents)
+        check_log_densities(log_q, log_p, *_as_list(latents)[0].shape[:2])
+        log_w = log_p - log_q
         # IWAE sends w̃_k ∂log w_k/∂z_k back through sample k; scaling by w̃_k makes it w̃_k².
         weights = torch.softmax(log_w, dim=-1)
 
