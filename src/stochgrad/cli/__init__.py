@@ -84,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="train a grid of families x estimators x dims x seeds and report"
     )
     add_compare_options(compare)
-    _add_training_options(compare, epochs=DEFAULT_GRID["epochs"])
+    _add_training_options(compare, epochs=int(str(DEFAULT_GRID["epochs"])))
     _add_data_options(compare)
 
     bench = commands.add_parser(

@@ -91,7 +91,7 @@ def grid(
             raise UsageError(
                 f"unknown estimator {estimator!r}; choose from {', '.join(ESTIMATORS)}"
             )
-    runs = []
+    runs: list[tuple[str, str, int | None, int]] = []
     for latent in latents:
         family = FAMILIES[latent]
         for estimator in estimators:

@@ -22,6 +22,7 @@ import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -198,19 +199,19 @@ class VAE(nn.Module):
             )
             head = _Head(body, names, unit, temperature)
             self.relaxed_inf_net = DistributionInferenceNetwork(DistributionNet(head, relax))
-            buffers = dict(prior.named_buffers())
+            buffers: dict[str, Any] = dict(prior.named_buffers())
             relaxed_prior = Prior(relax, **buffers, temperature=_float64(temperature))
             self.relaxed_gen_model = DistributionGenerativeModel(relaxed_prior, likelihood)
 
     @property
     def encoder(self) -> nn.Module:
         """The encoder network (images to raw parameters)."""
-        return self.inf_net.heads[0].module
+        return cast(nn.Module, self.inf_net.heads[0].module)
 
     @property
     def decoder(self) -> nn.Module:
         """The decoder network (latents to pixel logits)."""
-        return self.gen_model.decoders[0].module
+        return cast(nn.Module, self.gen_model.decoders[0].module)
 
     def posterior(self, images: Tensor) -> td.Distribution:
         """q(z|x) with batch shape ``(len(images),)``."""
@@ -242,7 +243,8 @@ class VAE(nn.Module):
 
 def _prior(cls: Callable[..., td.Distribution], **values: float) -> Callable[[int], Prior]:
     def build(dim: int) -> Prior:
-        return Prior(cls, **{name: torch.full((dim,), value) for name, value in values.items()})
+        params: dict[str, Any] = {name: torch.full((dim,), v) for name, v in values.items()}
+        return Prior(cls, **params)
 
     return build
 
@@ -252,7 +254,7 @@ def _discrete_prior(cls: Callable[..., td.Distribution], **values: float) -> Cal
 
     def build(dim: int) -> Prior:
         shape = (dim,) if cls is td.Bernoulli else (dim, CATEGORIES)
-        params = {name: torch.full(shape, value) for name, value in values.items()}
+        params: dict[str, Any] = {name: torch.full(shape, v) for name, v in values.items()}
         return Prior(functools.partial(cls, validate_args=False), **params)
 
     return build

@@ -23,6 +23,7 @@ K-sample importance-weighted bound :func:`stochgrad.vae.functional.iwae_bound`.
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import cast
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,7 @@ class Objective(nn.Module):
 
     @property
     def bound(self) -> float:
-        return -self.losses[0].loss_history_[-1]
+        return -cast(vae.VAELoss, self.losses[0]).loss_history_[-1]
 
 
 def _net(inputs: int) -> nn.Module:

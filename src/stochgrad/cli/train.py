@@ -117,9 +117,9 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     for name, value, minimum in checks:
         if value < minimum:
             raise UsageError(f"{name} must be >= {minimum}, got {value}")
-    for name, value in (("--lr", config.lr), ("--temperature", config.temperature)):
-        if not value > 0:
-            raise UsageError(f"{name} must be > 0, got {value}")
+    for name, rate in (("--lr", config.lr), ("--temperature", config.temperature)):
+        if not rate > 0:
+            raise UsageError(f"{name} must be > 0, got {rate}")
     if config.data not in DATASETS:
         raise UsageError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
     device = config.device
@@ -312,7 +312,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if rank == 0:
         log(f"importance-weighted log-likelihood with K={config.iwae_samples} ...")
-        seconds = [record["seconds"] for record in history]
+        times = [record["seconds"] for record in history]
         result = {
             "config": public_config(config),
             "history": history,
@@ -320,7 +320,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             "test_iwae_ll": _evaluate(
                 vae, test_images, device, iwae_log_likelihood, config.iwae_samples
             ),
-            "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
+            "seconds_per_epoch": sum(times) / max(len(times), 1),
             "world_size": world_size,
         }
         out.mkdir(parents=True, exist_ok=True)
