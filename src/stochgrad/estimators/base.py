@@ -18,7 +18,7 @@ one pass; no estimator holds an optimizer.
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
@@ -139,7 +139,7 @@ class BernoulliEstimator(Estimator):
     def _logits(distribution: Distribution) -> tuple[Tensor, int]:
         """The Bernoulli logits (shape ``batch_shape + event_shape``) and the event dims."""
         base, event_dims = unwrap(distribution)
-        logits = base.logits
+        logits: Tensor = cast(Bernoulli, base).logits
         if not logits.is_floating_point():
             raise ValueError(f"logits must be a floating point tensor, got {logits.dtype}")
         return logits, event_dims

@@ -54,6 +54,10 @@ class Baseline(nn.Module):
 class _RunningMoments(nn.Module):
     """Bias-corrected exponential moving averages of the mean and variance of a signal."""
 
+    running_mean: Tensor
+    running_var: Tensor
+    num_updates: Tensor
+
     def __init__(self, decay: float) -> None:
         super().__init__()
         self.decay = _check_decay(decay)

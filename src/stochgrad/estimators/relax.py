@@ -164,9 +164,9 @@ class RELAX(BernoulliEstimator):
         own_grads = torch.autograd.grad(
             variance, own, retain_graph=True, allow_unused=True, materialize_grads=True
         )
-        linear = sum(
-            (gradient_only(p) * g.detach()).sum() for p, g in zip(own, own_grads, strict=True)
-        )
+        linear = torch.stack(
+            [(gradient_only(p) * g.detach()).sum() for p, g in zip(own, own_grads, strict=True)]
+        ).sum()
         return linear / math.prod(batch_shape)
 
 

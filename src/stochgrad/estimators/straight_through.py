@@ -10,7 +10,7 @@ so that every loss can take "an estimator" uniformly.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import torch
 from torch import Tensor
@@ -69,6 +69,7 @@ class StraightThrough(_Discrete):
     """
 
     def _sample(self, base: Distribution, sample_shape: torch.Size) -> Tensor:
+        base = cast(Bernoulli | OneHotCategorical, base)
         if isinstance(base, Bernoulli):
             return StraightThroughBernoulli(logits=base.logits, validate_args=False).rsample(
                 sample_shape
@@ -107,7 +108,7 @@ class GumbelStraightThrough(_Discrete):
         self.temperature = float(temperature)
 
     def _sample(self, base: Distribution, sample_shape: torch.Size) -> Tensor:
-        logits = base.logits
+        logits: Tensor = cast(Bernoulli | OneHotCategorical, base).logits
         if isinstance(base, Bernoulli):
             temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
             soft = RelaxedBernoulli(temperature, logits=logits, validate_args=False).rsample(

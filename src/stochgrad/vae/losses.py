@@ -588,11 +588,18 @@ class _InferenceNetworkDistribution(Distribution):
         check_latents(latents, self.batch_shape[0], n_samples, source)
         return _samples_first_latents(latents, len(sample_shape))
 
-    def sample(self, sample_shape: torch.Size = torch.Size()) -> Tensors:  # noqa: B008
+    # Latents may be a list of tensors (one per group): wider than Distribution.sample's type.
+    def sample(  # type: ignore[override]
+        self,
+        sample_shape: torch.Size = torch.Size(),  # noqa: B008
+    ) -> Tensors:
         with torch.no_grad():
             return self._draw(self.inf_net.sample, sample_shape, "inf_net.sample")
 
-    def rsample(self, sample_shape: torch.Size = torch.Size()) -> Tensors:  # noqa: B008
+    def rsample(  # type: ignore[override]
+        self,
+        sample_shape: torch.Size = torch.Size(),  # noqa: B008
+    ) -> Tensors:
         return self._draw(self.inf_net.rsample, sample_shape, "inf_net.rsample")
 
     def log_prob(self, value: Tensors) -> Tensor:
