@@ -116,7 +116,7 @@ def _kl(model: VAE, inf_net: vae.DistributionInferenceNetwork) -> Tensor | None:
         return None
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def negative_elbo(model: VAE, images: Tensor, batch_size: int = 500) -> float:
     """Mean over ``images`` of −ELBO with one z ~ q(z|x) per image (closed-form KL if known)."""
     total = 0.0
@@ -135,7 +135,7 @@ def negative_elbo(model: VAE, images: Tensor, batch_size: int = 500) -> float:
     return total / len(images)
 
 
-@torch.no_grad()
+@torch.inference_mode()
 def iwae_log_likelihood(
     model: VAE, images: Tensor, num_samples: int = 1000, max_rows: int = 50_000
 ) -> float:
