@@ -1,34 +1,24 @@
 """stochgrad compare (grid, tables, figures, reuse of finished runs) and stochgrad bench."""
 
 import csv
-import sys
-import types
 
 import pytest
 
 from stochgrad.cli import bench, main
 from stochgrad.cli.compare import grid
-from stochgrad.cli.train import UsageError
+from stochgrad.cli.errors import UsageError
 
 
 def test_grid_keeps_only_compatible_pairs():
-    runs, skipped = grid(["normal", "bernoulli"], ["implicit", "nvil"], [2, 5], [0, 1])
+    runs = grid(["normal", "bernoulli"], ["implicit", "nvil"], [2, 5], [0, 1])
     assert sorted({(latent, estimator, dim) for latent, estimator, dim, _ in runs}) == [
         ("bernoulli", "nvil", None),
         ("normal", "implicit", 2),
         ("normal", "implicit", 5),
     ]
-    assert len(runs) == 6 and skipped == []
-
-
-def test_grid_reports_estimators_this_build_lacks(monkeypatch):
-    # a build without stochgrad.relaxed.InvertibleGaussian
-    monkeypatch.setattr("stochgrad.cli.compare.estimator_available", lambda name: name != "igr")
-    runs, skipped = grid(["bernoulli"], ["igr", "nvil"], [2], [0])
-    assert [run[1] for run in runs] == ["nvil"]
-    assert skipped and "igr" in skipped[0]
+    assert len(runs) == 6
     with pytest.raises(UsageError, match="grid is empty"):
-        grid(["bernoulli"], ["igr"], [2], [0])
+        grid(["gamma"], ["nvil"], [2], [0])
 
 
 def test_compare_writes_tables_and_figures_and_reuses_runs(tmp_path, capsys):
@@ -58,30 +48,32 @@ def test_compare_writes_tables_and_figures_and_reuses_runs(tmp_path, capsys):
     assert "4 finished run(s) reused, 0 to train" in capsys.readouterr().out
 
 
-def test_bench_runs_each_report_and_skips_broken_ones(monkeypatch):
-    module = types.ModuleType("stochgrad.cli.report_fake")
-    module.fake_report = lambda: "| case | ratio |"
-    monkeypatch.setitem(sys.modules, "stochgrad.cli.report_fake", module)
-    monkeypatch.setattr(bench, "discover_reports", lambda: ["report_absent", "report_fake"])
-    lines: list[str] = []
-    assert bench.run_reports(lines.append) == 0
-    assert any(line.startswith("skipped absent") for line in lines)
-    assert "| case | ratio |" in lines
+def test_bench_runs_the_checkout_script_with_its_options(tmp_path, monkeypatch, capsys):
+    script = tmp_path / "benchmarks" / "bench_relaxed.py"
+    script.parent.mkdir()
+    script.write_text(
+        "import sys\nprint('ran', sys.argv[1:])\nsys.exit(3 if '--fail' in sys.argv else 0)\n"
+    )
+    monkeypatch.setattr(bench.stochgrad, "__file__", str(tmp_path / "src" / "stochgrad" / "x.py"))
+    assert bench.find_benchmark("relaxed") == script
+    assert main(["bench", "relaxed", "--quick"]) == 0
+    assert "ran ['--quick']" in capsys.readouterr().out
+    assert main(["bench", "relaxed", "--fail"]) == 3
 
 
-def test_bench_reports_a_failing_report(monkeypatch):
-    module = types.ModuleType("stochgrad.cli.report_broken")
-
-    def broken_report():
-        raise RuntimeError("no reference")
-
-    module.broken_report = broken_report
-    monkeypatch.setitem(sys.modules, "stochgrad.cli.report_broken", module)
-    monkeypatch.setattr(bench, "discover_reports", lambda: ["report_broken"])
-    lines: list[str] = []
-    assert bench.run_reports(lines.append) == 1
-    assert lines == ["failed broken: RuntimeError: no reference"]
+def test_bench_without_a_checkout_says_so_in_one_line(tmp_path, monkeypatch, capsys):
+    monkeypatch.setattr(bench.stochgrad, "__file__", str(tmp_path / "site" / "stochgrad" / "x.py"))
+    monkeypatch.chdir(tmp_path)
+    assert main(["bench", "estimators"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "source checkout" in err and "Traceback" not in err
 
 
-def test_bench_discovers_the_installed_reports():
-    assert "report_implicit" in bench.discover_reports()
+def test_bench_finds_every_script_of_this_checkout():
+    for name, file in bench.BENCHMARKS.items():
+        assert bench.find_benchmark(name).name == file
+
+
+def test_bench_rejects_an_unknown_benchmark(capsys):
+    assert main(["bench", "speed"]) == 2
+    assert "invalid choice" in capsys.readouterr().err

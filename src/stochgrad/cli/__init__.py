@@ -17,6 +17,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.data import DATASETS, DataError
 
 __all__ = ["main"]
@@ -26,8 +27,6 @@ class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of printing usage and exiting."""
 
     def error(self, message: str):
-        from stochgrad.cli.train import UsageError
-
         raise UsageError(message)
 
 
@@ -50,7 +49,7 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     group.add_argument("--epochs", type=int, default=epochs)
     group.add_argument("--batch-size", type=int, default=100)
     group.add_argument("--lr", type=float, default=1e-3)
-    group.add_argument("--samples", type=int, default=5, help="K for vimco and rws")
+    group.add_argument("--samples", type=int, default=5, help="K for vimco, rws and loo")
     group.add_argument("--temperature", type=float, default=0.5, help="for gumbel, st, igr")
     group.add_argument("--iwae-samples", type=int, default=1000, help="K of the test log p(x)")
     group.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
@@ -59,8 +58,8 @@ def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
 
 
 def _parser() -> argparse.ArgumentParser:
+    from stochgrad.cli.bench import BENCHMARKS
     from stochgrad.cli.models import FAMILIES
-    from stochgrad.cli.objectives import ESTIMATOR_KINDS
 
     parser = _Parser(
         prog="stochgrad",
@@ -70,9 +69,8 @@ def _parser() -> argparse.ArgumentParser:
 
     train = commands.add_parser("train", help="train one VAE")
     train.add_argument("--latent", default="normal", help=", ".join(FAMILIES))
-    train.add_argument(
-        "--estimator", help=f"{', '.join(ESTIMATOR_KINDS)} (default: the family's first)"
-    )
+    estimators = {name: None for family in FAMILIES.values() for name in family.estimators}
+    train.add_argument("--estimator", help=f"{', '.join(estimators)} (default: the family's first)")
     train.add_argument("--dim", type=int, help="latent units (default 10, 200 bernoulli, 20x10)")
     train.add_argument("--seed", type=int, default=0)
     train.add_argument("--out", default="runs/train", help="checkpoint and metrics folder")
@@ -86,17 +84,19 @@ def _parser() -> argparse.ArgumentParser:
         "compare", help="train a grid of families x estimators x dims x seeds and report"
     )
     add_compare_options(compare)
-    _add_training_options(compare, epochs=DEFAULT_GRID["epochs"])
+    _add_training_options(compare, epochs=int(str(DEFAULT_GRID["epochs"])))
     _add_data_options(compare)
 
-    commands.add_parser("bench", help="speed and gradient-accuracy reports of the library")
+    bench = commands.add_parser(
+        "bench", help="run a benchmark script of the source checkout (benchmarks/bench_*.py)"
+    )
+    bench.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark")
+    bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the script")
     return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the command line with ``argv`` (default ``sys.argv[1:]``); returns the exit status."""
-    from stochgrad.cli.train import TrainingError, UsageError
-
     argv = list(sys.argv[1:] if argv is None else argv)
     try:
         parser = _parser()
@@ -111,12 +111,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0
-    except (UsageError, DataError) as error:
+    except (UsageError, DataError, TrainingError) as error:
         print(f"stochgrad: error: {error}", file=sys.stderr)
-        return 2
-    except TrainingError as error:
-        print(f"stochgrad: error: {error}", file=sys.stderr)
-        return 1
+        return 1 if isinstance(error, TrainingError) else 2
     except KeyboardInterrupt:
         print("stochgrad: interrupted", file=sys.stderr)
         return 130
@@ -126,22 +123,13 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "train":
         from stochgrad.cli.train import TrainConfig, options_from_args, train
 
-        train(
-            TrainConfig(
-                latent=args.latent,
-                estimator=args.estimator,
-                dim=args.dim,
-                seed=args.seed,
-                out=args.out,
-                resume=args.resume,
-                **options_from_args(args),
-            )
-        )
+        run = {key: getattr(args, key) for key in ("latent", "estimator", "dim", "seed", "out")}
+        train(TrainConfig(**run, resume=args.resume, **options_from_args(args)))
         return 0
     if args.command == "compare":
         from stochgrad.cli.compare import compare_from_args
 
         return compare_from_args(args)
-    from stochgrad.cli.bench import run_reports
+    from stochgrad.cli.bench import run_benchmark
 
-    return run_reports()
+    return run_benchmark(args.benchmark, args.options)

@@ -1,55 +1,56 @@
-"""``stochgrad bench``: every report that the parts of the library provide, in one run.
+"""``stochgrad bench NAME``: run ``benchmarks/bench_NAME.py`` of the source checkout.
 
-A report is a function ``<part>_report() -> str`` in a module ``stochgrad.cli.report_<part>``
-(for example :func:`stochgrad.cli.report_implicit.implicit_report`). Modules are discovered at
-run time; a report that cannot be imported or fails is skipped with a one-line message.
+The benchmarks live in one place, the repository's ``benchmarks/`` folder (they need reference
+packages and data that an installed wheel does not ship). The folder is looked for next to the
+package's source tree (an editable install or a checkout on ``PYTHONPATH``), then in the current
+directory. Without a checkout the command says so in one line and exits with status 2.
 """
 
 from __future__ import annotations
 
-import importlib
-import pkgutil
-import time
+import runpy
+import sys
+from collections.abc import Sequence
+from pathlib import Path
 
-import stochgrad.cli
+import stochgrad
 
-__all__ = ["discover_reports", "run_reports"]
+__all__ = ["BENCHMARKS", "find_benchmark", "run_benchmark"]
 
-PREFIX = "report_"
-
-
-def discover_reports() -> list[str]:
-    """Names of the ``stochgrad.cli.report_*`` modules, sorted."""
-    return sorted(
-        info.name
-        for info in pkgutil.iter_modules(stochgrad.cli.__path__)
-        if info.name.startswith(PREFIX)
-    )
+BENCHMARKS = {
+    "implicit": "bench_implicit.py",
+    "mixture": "bench_mixture_vonmises.py",
+    "relaxed": "bench_relaxed.py",
+    "estimators": "bench_estimators_variance.py",
+}
 
 
-def run_reports(print_=print) -> int:
-    """Print every report; returns 0 if at least one ran and none failed, else 1."""
-    modules = discover_reports()
-    if not modules:
-        print_("stochgrad bench: no report modules (stochgrad.cli.report_*) are installed yet")
-        return 1
-    failures = 0
-    for name in modules:
-        part = name[len(PREFIX) :]
-        function = f"{part}_report"
-        try:
-            report = getattr(importlib.import_module(f"stochgrad.cli.{name}"), function)
-        except (ImportError, AttributeError) as error:
-            print_(f"skipped {part}: {function} is not available ({error})")
-            continue
-        started = time.perf_counter()
-        try:
-            text = report()
-        except Exception as error:  # one broken report must not hide the others
-            failures += 1
-            print_(f"failed {part}: {type(error).__name__}: {error}")
-            continue
-        print_(f"== {part} ({time.perf_counter() - started:.1f} s) ==")
-        print_(text)
-        print_("")
-    return 1 if failures else 0
+def find_benchmark(name: str) -> Path | None:
+    """The script of benchmark ``name`` in the source checkout, or ``None`` without one."""
+    package = Path(stochgrad.__file__).resolve().parent
+    for root in (package.parent.parent, Path.cwd()):  # <repo>/src/stochgrad, then the cwd
+        script = root / "benchmarks" / BENCHMARKS[name]
+        if script.is_file():
+            return script
+    return None
+
+
+def run_benchmark(name: str, options: Sequence[str] = ()) -> int:
+    """Run benchmark ``name`` with command-line ``options``; returns its exit status."""
+    script = find_benchmark(name)
+    if script is None:
+        print(
+            f"stochgrad bench: benchmarks/{BENCHMARKS[name]} is not here; the benchmarks run "
+            "from a source checkout (git clone, then run stochgrad bench inside it)",
+            file=sys.stderr,
+        )
+        return 2
+    saved = sys.argv
+    sys.argv = [str(script), *options]
+    try:
+        runpy.run_path(str(script), run_name="__main__")
+    except SystemExit as exit_:
+        return exit_.code if isinstance(exit_.code, int) else (0 if exit_.code is None else 1)
+    finally:
+        sys.argv = saved
+    return 0

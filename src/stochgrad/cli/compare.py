@@ -28,16 +28,16 @@ from typing import Any
 import torch
 
 from stochgrad.cli.checkpoint import load_checkpoint
-from stochgrad.cli.models import FAMILIES, VAE
-from stochgrad.cli.objectives import ESTIMATOR_KINDS, estimator_available
+from stochgrad.cli.errors import TrainingError, UsageError
+from stochgrad.cli.models import FAMILIES
+from stochgrad.cli.objectives import ESTIMATORS
 from stochgrad.cli.train import (
     CHECKPOINT_NAME,
     METRICS_NAME,
     TrainConfig,
-    TrainingError,
-    UsageError,
-    _public,
+    build_vae,
     options_from_args,
+    public_config,
     resolve_config,
     train,
 )
@@ -56,25 +56,17 @@ DEFAULT_GRID = {
 
 
 def add_compare_options(parser: argparse.ArgumentParser) -> None:
-    grid_options = parser.add_argument_group("grid")
-    grid_options.add_argument(
-        "--latents", default=DEFAULT_GRID["latents"], help="comma-separated latent families"
-    )
-    grid_options.add_argument(
-        "--estimators", default=DEFAULT_GRID["estimators"], help="comma-separated estimators"
-    )
-    grid_options.add_argument(
-        "--dims", default=DEFAULT_GRID["dims"], help="latent sizes of the continuous families"
-    )
-    grid_options.add_argument("--seeds", default=DEFAULT_GRID["seeds"], help="e.g. 0,1,2")
-    grid_options.add_argument("--out", default="runs/compare", help="results folder")
-    grid_options.add_argument("--no-figures", action="store_true", help="skip the figures")
-    grid_options.add_argument(
-        "--jobs",
-        type=int,
-        default=DEFAULT_GRID["jobs"],
-        help="runs trained in parallel, one torch thread each (default: 2, or 1 on one core)",
-    )
+    group = parser.add_argument_group("grid")
+    for name, help_ in (("latents", "comma-separated latent families"),
+                        ("estimators", "comma-separated estimators"),
+                        ("dims", "latent sizes of the continuous families"),
+                        ("seeds", "e.g. 0,1,2")):  # fmt: skip
+        group.add_argument(f"--{name}", default=DEFAULT_GRID[name], help=help_)
+    group.add_argument("--out", default="runs/compare", help="results folder")
+    group.add_argument("--no-figures", action="store_true", help="skip the figures")
+    group.add_argument("--jobs", type=int, default=DEFAULT_GRID["jobs"],
+                       help="runs trained in parallel, one torch thread each (default: 2, or 1 "
+                       "on one core)")  # fmt: skip
 
 
 def _split(text: str, name: str, cast=str) -> list:
@@ -89,37 +81,31 @@ def _split(text: str, name: str, cast=str) -> list:
 
 def grid(
     latents: list[str], estimators: list[str], dims: list[int], seeds: list[int]
-) -> tuple[list[tuple[str, str, int | None, int]], list[str]]:
-    """The runs (latent, estimator, dim, seed) of the grid and the messages for skipped pairs."""
+) -> list[tuple[str, str, int | None, int]]:
+    """The runs (latent, estimator, dim, seed) of the grid: the pairs that go together."""
     for latent in latents:
         if latent not in FAMILIES:
             raise UsageError(f"unknown latent family {latent!r}; choose from {', '.join(FAMILIES)}")
     for estimator in estimators:
-        if estimator not in ESTIMATOR_KINDS:
+        if estimator not in ESTIMATORS:
             raise UsageError(
-                f"unknown estimator {estimator!r}; choose from {', '.join(ESTIMATOR_KINDS)}"
+                f"unknown estimator {estimator!r}; choose from {', '.join(ESTIMATORS)}"
             )
-    runs, skipped = [], []
+    runs: list[tuple[str, str, int | None, int]] = []
     for latent in latents:
         family = FAMILIES[latent]
         for estimator in estimators:
             if estimator not in family.estimators:
                 continue
-            if not family.available() or not estimator_available(estimator):
-                skipped.append(f"{latent}/{estimator}: not provided by this installation yet")
-                continue
             for dim in [None] if family.discrete else dims:
                 runs.extend((latent, estimator, dim, seed) for seed in seeds)
     if not runs:
-        raise UsageError(
-            "the grid is empty: no --latents/--estimators pair can be trained"
-            + (f" ({'; '.join(skipped)})" if skipped else "")
-        )
-    return runs, skipped
+        raise UsageError("the grid is empty: no --latents/--estimators pair can be trained")
+    return runs
 
 
 def compare_from_args(args: argparse.Namespace) -> int:
-    runs, skipped = grid(
+    runs = grid(
         _split(args.latents, "--latents"),
         _split(args.estimators, "--estimators"),
         _split(args.dims, "--dims", int),
@@ -128,9 +114,7 @@ def compare_from_args(args: argparse.Namespace) -> int:
     base = TrainConfig(**options_from_args(args))
     if args.jobs < 1:
         raise UsageError(f"--jobs must be >= 1, got {args.jobs}")
-    compare(
-        runs, base, Path(args.out), skipped=skipped, figures=not args.no_figures, jobs=args.jobs
-    )
+    compare(runs, base, Path(args.out), figures=not args.no_figures, jobs=args.jobs)
     return 0
 
 
@@ -138,7 +122,6 @@ def compare(
     runs: list[tuple[str, str, int | None, int]],
     base: TrainConfig,
     out: Path,
-    skipped: list[str] = (),
     figures: bool = True,
     jobs: int = 1,
     log=print,
@@ -155,8 +138,6 @@ def compare(
         for latent, estimator, dim, seed in runs
     ]
     dataset = load_dataset(base.data, base.data_dir)
-    for message in skipped:
-        log(f"skipped {message}")
     log(f"compare: {len(configs)} runs on {base.data}, results in {out}")
     configs = [
         replace(config, out=str(out / "runs" / _run_name(config)), resume=True)
@@ -228,9 +209,7 @@ def _train_worker(config: TrainConfig) -> dict[str, Any]:
             dataset=_worker_dataset(config.data, config.data_dir),
             log=log,
         )
-    return {
-        key: value for key, value in result.items() if key not in ("model", "objective", "dataset")
-    }
+    return {key: result[key] for key in result if key not in ("model", "objective", "dataset")}
 
 
 def _run_name(config: TrainConfig) -> str:
@@ -244,30 +223,17 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
     if not (metrics_path.exists() and checkpoint_path.exists()):
         return None
     metrics = json.loads(metrics_path.read_text())
-    wanted = _public(config)
+    wanted = public_config(config)
     if any(metrics["config"].get(key) != value for key, value in wanted.items() if key != "out"):
         return None
-    state = load_checkpoint(checkpoint_path)
+    state = load_checkpoint(checkpoint_path)["model"]
     data = dataset.subset(config.train_size, config.test_size)
-    vae = VAE(
-        FAMILIES[config.latent],
-        config.dim,
-        data.num_pixels,
-        config.estimator,
-        temperature=config.temperature,
-    )
-    vae.load_state_dict(
-        {key[4:]: value for key, value in state["model"].items() if key.startswith("vae.")}
-    )
+    vae = build_vae(config, data.num_pixels)
+    vae.load_state_dict({key[4:]: value for key, value in state.items() if key.startswith("vae.")})
     return {**metrics, "model": vae.to(config.device), "dataset": data}
 
 
-def _group(results: list[dict[str, Any]]) -> dict[tuple, list[dict[str, Any]]]:
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for result in results:
-        config = result["config"]
-        groups.setdefault((config["latent"], config["estimator"], config["dim"]), []).append(result)
-    return groups
+_GROUP = ("latent", "estimator", "dim")
 
 
 def _mean_std(values: list[float]) -> tuple[float, float]:
@@ -276,14 +242,12 @@ def _mean_std(values: list[float]) -> tuple[float, float]:
 
 
 def _summaries(results: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for result in results:
+        groups.setdefault(tuple(result["config"][key] for key in _GROUP), []).append(result)
     rows = []
-    for (latent, estimator, dim), members in _group(results).items():
-        row: dict[str, Any] = {
-            "latent": latent,
-            "estimator": estimator,
-            "dim": dim,
-            "seeds": len(members),
-        }
+    for group, members in groups.items():
+        row: dict[str, Any] = {**dict(zip(_GROUP, group, strict=True)), "seeds": len(members)}
         for key in ("test_neg_elbo", "test_iwae_ll", "seconds_per_epoch"):
             row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m[key] for m in members])
         rows.append(row)
@@ -312,22 +276,14 @@ def results_table(results: list[dict[str, Any]], iwae_samples: int) -> str:
 
 
 def _write_csv(out: Path, results: list[dict[str, Any]]) -> None:
-    summaries = _summaries(results)
-    with open(out / "results.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=list(summaries[0]))
-        writer.writeheader()
-        writer.writerows(summaries)
-    fields = ["latent", "estimator", "dim", "seed", "epochs", "test_neg_elbo", "test_iwae_ll",
-              "seconds_per_epoch"]  # fmt: skip
-    with open(out / "runs.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        for result in results:
-            config = result["config"]
-            writer.writerow(
-                {
-                    **{key: config[key] for key in ("latent", "estimator", "dim", "seed")},
-                    "epochs": len(result["history"]),
-                    **{key: result[key] for key in fields[5:]},
-                }
-            )
+    metrics = ("test_neg_elbo", "test_iwae_ll", "seconds_per_epoch")
+    runs = [
+        {**{key: result["config"][key] for key in (*_GROUP, "seed")},
+         "epochs": len(result["history"]), **{key: result[key] for key in metrics}}
+        for result in results
+    ]  # fmt: skip
+    for name, rows in (("results.csv", _summaries(results)), ("runs.csv", runs)):
+        with open(out / name, "w", newline="") as handle:
+            writer = csv.DictWriter(handle, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)

@@ -30,13 +30,12 @@ def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
         label = f"{config['latent']}/{config['estimator']} d={config['dim']}"
         groups.setdefault(label, []).append(result)
     firsts = {label: members[0] for label, members in groups.items()}
-    paths = [
+    return [
         _learning_curves(plt, groups, folder / "learning_curves.png"),
         _image_grid(plt, firsts, folder / "reconstructions.png", reconstruct=True),
         _image_grid(plt, firsts, folder / "prior_samples.png", reconstruct=False),
         _embeddings(plt, firsts, folder / "latent_embeddings.png"),
     ]
-    return paths
 
 
 def _learning_curves(plt, groups, path: Path) -> Path:
@@ -75,10 +74,10 @@ def _image_grid(plt, firsts, path: Path, reconstruct: bool) -> Path:
             torch.manual_seed(int(torch.randint(0, 2**31, (1,), generator=generator)))
             if reconstruct:
                 images = torch.bernoulli(dataset.test_images[:_COLUMNS], generator=generator)
-                z = vae.posterior(images.to(device)).sample()
+                latents = vae.inf_net(images.to(device)).sample(1)
             else:
-                z = vae.prior(torch.zeros((), device=device)).sample((_COLUMNS,))
-            probabilities = torch.sigmoid(vae.decode_logits(z)).cpu()
+                latents = vae.prior().sample((_COLUMNS, 1))
+            probabilities = vae.pixel_probabilities(latents)[:, 0].cpu()
         _show_row(axes[row], probabilities, dataset.image_shape, label)
         row += 1
     figure.suptitle("Reconstructions of test digits" if reconstruct else "Samples from the prior")
@@ -107,7 +106,7 @@ def _embeddings(plt, firsts, path: Path) -> Path:
     for axis, (label, result) in zip(axes.flat, firsts.items(), strict=False):
         vae, dataset = result["model"], result["dataset"]
         device = next(vae.parameters()).device
-        points = vae.family.embedding(vae.posterior(dataset.test_images.to(device))).cpu()
+        points = vae.embedding(dataset.test_images.to(device)).cpu()
         points = points.double()
         if points.shape[1] > 2:  # principal components of the posterior summaries
             centred = points - points.mean(0)

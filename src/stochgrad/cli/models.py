@@ -1,4 +1,4 @@
-"""The VAEs trained by ``stochgrad train``: latent families and the MLP encoder/decoder.
+"""The VAEs trained by ``stochgrad train``, built from :mod:`stochgrad.vae` parts.
 
 Architecture and priors follow the VAE experiments of Figurnov, Mohamed & Mnih (2018),
 "Implicit Reparameterization Gradients": fully connected encoder ``pixels-256-128-params`` and
@@ -8,200 +8,127 @@ discrete latents follow the discrete-VAE literature (Maddison et al., 2017; Jang
 Tucker et al., 2017): 200 Bernoulli units or 20 categorical units with 10 classes each, with
 uniform priors.
 
-With ``--estimator igr`` (Potapczynski, Loaiza-Ganem & Cunningham, 2020) a discrete unit of C
-classes is an :class:`~stochgrad.relaxed.InvertibleGaussian` over C - 1 Gaussians: the encoder
-gives their loc and scale, the prior is the same law with loc 0 and scale 1 at the same
-temperature, and the decoder reads the relaxed one-hot (its first coordinate for Bernoulli units).
+q(z|x) is a :class:`~stochgrad.vae.DistributionInferenceNetwork` over a
+:class:`~stochgrad.vae.DistributionNet` whose distribution class comes from
+:mod:`stochgrad.implicit` (continuous), torch (discrete) or :mod:`stochgrad.relaxed` (``igr``:
+Potapczynski, Loaiza-Ganem & Cunningham, 2020, a discrete unit of C classes as an
+:class:`~stochgrad.relaxed.InvertibleGaussian` over C - 1 Gaussians, with the same law at loc 0
+and scale 1 as its prior). p(x, z) is a :class:`~stochgrad.vae.DistributionGenerativeModel`.
 """
 
 from __future__ import annotations
 
+import functools
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torch import distributions as td
 
-from stochgrad.cli import _library
+from stochgrad import implicit, relaxed
+from stochgrad.vae import (
+    DistributionGenerativeModel,
+    DistributionInferenceNetwork,
+    DistributionNet,
+    Prior,
+)
 
-__all__ = ["FAMILIES", "LatentFamily", "VAE", "kl_term"]
+__all__ = ["CATEGORIES", "FAMILIES", "VAE", "LatentFamily"]
 
 _MIN_POSITIVE = 1e-3
 CATEGORIES = 10
 _MIXTURE_COMPONENTS = 3
 
 
-def _positive(raw: Tensor) -> Tensor:
+def positive(raw: Tensor) -> Tensor:
+    """softplus + 1e-3: the encoder's map to positive parameters."""
     return F.softplus(raw) + _MIN_POSITIVE
+
+
+def _angle(raw: Tensor) -> Tensor:
+    return math.pi * torch.tanh(raw)
+
+
+def _normal_mixture(logits: Tensor, loc: Tensor, scale: Tensor, **kwargs: Any) -> td.Distribution:
+    components = implicit.Normal(loc, scale, **kwargs)
+    return implicit.MixtureSameFamily(td.Categorical(logits=logits, **kwargs), components, **kwargs)
 
 
 @dataclass(frozen=True)
 class LatentFamily:
-    """A latent family: how encoder outputs become q(z|x), its prior and decoder features."""
+    """A latent family: q(z|x)'s class, its parameters (name -> map from the encoder's raw
+    output, ``None`` for none), ``width`` values of each per unit (classes, mixture components),
+    and a builder of its prior p(z) for ``dim`` units."""
 
     name: str
     discrete: bool
     estimators: tuple[str, ...]
     default_dim: int
-    params_per_unit: int
+    cls: Callable[..., td.Distribution]
+    params: dict[str, Callable[[Tensor], Tensor] | None]
+    prior: Callable[[int], Prior]
+    width: int = 1
 
     @property
     def categories(self) -> int:
         """Classes per discrete unit (a Bernoulli unit has two)."""
         return CATEGORIES if self.name == "categorical" else 2
 
-    def param_size(self, dim: int, estimator: str | None = None) -> int:
-        if estimator == "igr":
-            return dim * 2 * (self.categories - 1)  # loc and scale of C - 1 Gaussians per unit
-        return dim * self.params_per_unit
 
-    def feature_size(self, dim: int) -> int:
-        if self.name == "vonmises":
-            return 2 * dim
-        if self.name == "categorical":
-            return dim * CATEGORIES
-        return dim
+class _Features(nn.Module):
+    """The decoder's input from samples ``z`` (angles as (cos, sin); one-hots flattened)."""
 
-    def features(self, z: Tensor, estimator: str | None = None) -> Tensor:
-        """Decoder input for samples ``z`` (angles become (cos, sin); one-hots are flattened)."""
-        if self.name == "vonmises":
+    def __init__(self, family: str, estimator: str):
+        super().__init__()
+        self.family = family
+        self.estimator = estimator
+
+    def forward(self, z: Tensor) -> Tensor:
+        if self.family == "vonmises":
             return torch.cat([torch.cos(z), torch.sin(z)], dim=-1)
-        if estimator == "igr" and self.name == "bernoulli":
+        if self.estimator == "igr" and self.family == "bernoulli":
             # Two-class relaxed one-hot: the first class is b = 1 (y > 0 as the temperature -> 0).
             return z[..., 0]
-        if self.name == "categorical":
+        if self.family == "categorical" or self.estimator == "igr":
             return z.flatten(-2)
         return z
 
-    def available(self) -> bool:
-        """Whether this build can sample the family with a gradient (library or stand-in)."""
-        return self.discrete or _library.implicit_class(self.name) is not None
-
-    def posterior(
-        self, raw: Tensor, dim: int, estimator: str, temperature: Tensor | None = None
-    ) -> td.Distribution:
-        """q(z|x) with one event per example, built from the encoder output ``raw``.
-
-        ``temperature`` is needed by (and only by) ``estimator="igr"``.
-        """
-        if estimator == "igr":
-            loc, scale = raw.unflatten(-1, (dim, 2 * (self.categories - 1))).chunk(2, dim=-1)
-            return _invertible_gaussian(loc, _positive(scale), temperature)
-        if self.name == "bernoulli":
-            return td.Independent(td.Bernoulli(logits=raw), 1)
-        if self.name == "categorical":
-            logits = raw.unflatten(-1, (dim, CATEGORIES))
-            return td.Independent(td.OneHotCategorical(logits=logits), 1)
-        if self.name == "normal":
-            loc, scale = raw.chunk(2, dim=-1)
-            # "reparam" is the explicit z = loc + scale * eps, i.e. torch's own Normal.
-            cls = td.Normal if estimator == "reparam" else _library.implicit_class("normal")
-            return td.Independent(cls(loc, _positive(scale)), 1)
-        if self.name == "mixture":
-            return _mixture_posterior(raw, dim)
-        cls = _library.implicit_class(self.name)
-        if self.name == "dirichlet":
-            return cls(_positive(raw))
-        first, second = raw.chunk(2, dim=-1)
-        if self.name == "vonmises":
-            return td.Independent(cls(math.pi * torch.tanh(first), _positive(second)), 1)
-        return td.Independent(cls(_positive(first), _positive(second)), 1)
-
-    def prior(
-        self,
-        dim: int,
-        like: Tensor,
-        estimator: str | None = None,
-        temperature: Tensor | None = None,
-    ) -> td.Distribution:
-        """p(z) on the device and dtype of ``like`` (``temperature``: for ``igr`` only)."""
-
-        def full(value: float, *shape: int) -> Tensor:
-            return torch.full(shape, value, dtype=like.dtype, device=like.device)
-
-        if estimator == "igr":
-            free = self.categories - 1
-            return _invertible_gaussian(full(0.0, dim, free), full(1.0, dim, free), temperature)
-
-        if self.name == "bernoulli":
-            return td.Independent(td.Bernoulli(probs=full(0.5, dim)), 1)
-        if self.name == "categorical":
-            return td.Independent(td.OneHotCategorical(logits=full(0.0, dim, CATEGORIES)), 1)
-        if self.name in ("normal", "mixture"):
-            return td.Independent(td.Normal(full(0.0, dim), full(1.0, dim)), 1)
-        if self.name == "gamma":
-            return td.Independent(td.Gamma(full(0.3, dim), full(0.3, dim)), 1)
-        if self.name == "beta":
-            return td.Independent(td.Beta(full(1.0, dim), full(1.0, dim)), 1)
-        if self.name == "dirichlet":
-            return td.Dirichlet(full(1.0, dim))
-        if self.name == "vonmises":
-            return td.Independent(td.Uniform(full(-math.pi, dim), full(math.pi, dim)), 1)
-        raise ValueError(f"unknown latent family {self.name!r}")
-
-    def embedding(self, q: td.Distribution) -> Tensor:
-        """A point per example summarising q(z|x), for the 2-D latent plots."""
-        base = q.base_dist if isinstance(q, td.Independent) else q
-        igr = _library.relaxed_class("invertible_gaussian")
-        if igr is not None and isinstance(base, igr):
-            return base.loc.flatten(1)
-        if self.name == "vonmises":
-            return torch.cat([torch.cos(base.loc), torch.sin(base.loc)], dim=-1)
-        if self.discrete:
-            return base.probs.flatten(1)
-        return q.mean.flatten(1)
+    def size(self, dim: int) -> int:
+        if self.family == "vonmises":
+            return 2 * dim
+        if self.family == "categorical":
+            return dim * CATEGORIES
+        return dim
 
 
-def _invertible_gaussian(loc: Tensor, scale: Tensor, temperature: Tensor | None):
-    if temperature is None:
-        raise ValueError("estimator 'igr' needs a temperature, got None")
-    cls = _library.relaxed_class("invertible_gaussian")
-    return td.Independent(cls(loc, scale, temperature.to(loc)), 1)
+class _Head(nn.Module):
+    """Encoder head: the body's output split into the named parameters, one row per unit.
+
+    A ``temperature`` (of ``igr`` and the ``gumbel`` relaxation) is a buffer, so a reloaded
+    checkpoint gets it back with the weights; float64 so that 0.7 stays 0.7 (the distributions
+    cast it to the latents' dtype).
+    """
+
+    def __init__(self, body: nn.Module, names: tuple[str, ...], unit: tuple[int, ...] | None,
+                 temperature: float | None = None):  # fmt: skip
+        super().__init__()
+        self.body, self.names, self.unit = body, names, unit
+        self.temperature: Tensor | None
+        self.register_buffer("temperature", None if temperature is None else _float64(temperature))
+
+    def forward(self, x: Tensor) -> dict[str, Tensor]:
+        raw = self.body(x)
+        raw = raw if self.unit is None else raw.unflatten(-1, self.unit)
+        params = dict(zip(self.names, raw.chunk(len(self.names), dim=-1), strict=True))
+        return params if self.temperature is None else {**params, "temperature": self.temperature}
 
 
-def _mixture_posterior(raw: Tensor, dim: int) -> td.Distribution:
-    cls = _library.implicit_class("mixture")
-    logits, loc, scale = raw.unflatten(-1, (dim, 3 * _MIXTURE_COMPONENTS)).chunk(3, dim=-1)
-    components = _library.implicit_class("normal")(loc, _positive(scale))
-    return td.Independent(cls(td.Categorical(logits=logits), components), 1)
-
-
-_CONTINUOUS_ESTIMATORS = ("implicit",)
-_DISCRETE_ESTIMATORS = (
-    "gumbel",
-    "st",
-    "igr",
-    "reinforce",
-    "nvil",
-    "vimco",
-    "rebar",
-    "relax",
-    "disarm",
-    "rws",
-)
-
-FAMILIES: dict[str, LatentFamily] = {
-    family.name: family
-    for family in (
-        LatentFamily("normal", False, ("reparam", "implicit"), 10, 2),
-        LatentFamily("gamma", False, _CONTINUOUS_ESTIMATORS, 10, 2),
-        LatentFamily("beta", False, _CONTINUOUS_ESTIMATORS, 10, 2),
-        LatentFamily("dirichlet", False, _CONTINUOUS_ESTIMATORS, 10, 1),
-        LatentFamily("vonmises", False, _CONTINUOUS_ESTIMATORS, 10, 2),
-        LatentFamily("mixture", False, _CONTINUOUS_ESTIMATORS, 10, 3 * _MIXTURE_COMPONENTS),
-        LatentFamily("bernoulli", True, _DISCRETE_ESTIMATORS, 200, 1),
-        LatentFamily(
-            "categorical",
-            True,
-            # DisARM, REBAR and RELAX of stochgrad.estimators are for binary latents.
-            tuple(e for e in _DISCRETE_ESTIMATORS if e not in ("disarm", "rebar", "relax")),
-            20,
-            CATEGORIES,
-        ),
-    )
-}
+def _float64(value: float) -> Tensor:
+    return torch.tensor(value, dtype=torch.float64)
 
 
 def _mlp(sizes: list[int]) -> nn.Sequential:
@@ -214,17 +141,18 @@ def _mlp(sizes: list[int]) -> nn.Sequential:
 
 
 class VAE(nn.Module):
-    """Encoder ``pixels-256-128-params`` and Bernoulli decoder ``features-128-256-pixels``.
+    """``inf_net`` (encoder ``pixels-256-128-params``) and ``gen_model`` (Bernoulli decoder
+    ``features-128-256-pixels`` and the family's prior), the protocol objects of
+    :mod:`stochgrad.vae`.
 
     Args:
         family: the latent family.
         dim: number of latent units (Dirichlet: number of components).
         num_pixels: image size after flattening.
-        estimator: the gradient estimator (selects the sampler class for ``normal``, and the
-            InvertibleGaussian posterior and prior for ``igr``).
+        estimator: the gradient estimator (``reparam`` selects torch's own Normal, ``igr`` the
+            InvertibleGaussian posterior and prior).
         hidden: hidden layer widths of the encoder; the decoder mirrors them.
-        temperature: > 0, the temperature of the ``igr`` posterior and prior (saved with the
-            weights as the buffer ``temperature``; ``None`` for the other estimators).
+        temperature: > 0, the temperature of the ``igr`` posterior and prior.
     """
 
     def __init__(
@@ -240,40 +168,115 @@ class VAE(nn.Module):
         self.family = family
         self.dim = dim
         self.estimator = estimator
-        self.temperature: Tensor | None
+        if estimator in ("igr", "gumbel") and not temperature > 0:
+            raise ValueError(f"temperature must be > 0, got {temperature}")
+        cls, prior, names = family.cls, family.prior(dim), tuple(family.params)
+        transforms = {name: fn for name, fn in family.params.items() if fn is not None}
+        per_unit = len(names) * family.width
+        unit = (dim, per_unit) if family.width > 1 else None
         if estimator == "igr":
-            if not temperature > 0:
-                raise ValueError(f"temperature must be > 0, got {temperature}")
-            # Part of q(z|x) and p(z), so a reloaded checkpoint gets it back with the weights;
-            # float64 so that --temperature 0.7 stays 0.7 (it is cast to the latents' dtype).
-            self.register_buffer("temperature", torch.tensor(temperature, dtype=torch.float64))
-        else:
-            self.temperature = None
-        self.encoder = _mlp([num_pixels, *hidden, family.param_size(dim, estimator)])
-        self.decoder = _mlp([family.feature_size(dim), *reversed(hidden), num_pixels])
+            free = family.categories - 1
+            cls, names, transforms = relaxed.InvertibleGaussian, ("loc", "scale"), {"scale": P}
+            per_unit, unit = 2 * free, (dim, 2 * free)
+            zeros = torch.zeros(dim, free)
+            prior = Prior(functools.partial(cls, validate_args=False), loc=zeros, scale=zeros + 1,
+                          temperature=_float64(temperature))  # fmt: skip
+        elif estimator == "reparam":  # the explicit z = loc + scale * eps: torch's Normal
+            cls = td.Normal
+        # No argument validation (its checks cost a third of a step here): the parameters come
+        # from softplus/tanh maps or constants, training stops at the first non-finite loss, and
+        # discrete densities are also evaluated between the points (REBAR, RELAX, MuProp).
+        body = _mlp([num_pixels, *hidden, dim * per_unit])  # built first: the seed's weights
+        head = _Head(body, names, unit, temperature if estimator == "igr" else None)
+        encoder = DistributionNet(head, cls, None, transforms, validate_args=False)
+        features = _Features(family.name, estimator)
+        decoder = nn.Sequential(features, _mlp([features.size(dim), *reversed(hidden), num_pixels]))
+        likelihood = DistributionNet(decoder, td.Bernoulli, ("logits",), validate_args=False)
+        self.inf_net = DistributionInferenceNetwork(encoder)
+        self.gen_model = DistributionGenerativeModel(prior, likelihood)
+        if estimator == "gumbel":
+            # The relaxation trained on (Maddison et al., 2017; Jang et al., 2017): the same
+            # encoder and decoder with the binary concrete / Gumbel-softmax laws for q and p.
+            relax = (
+                relaxed.RelaxedBernoulli if family.width == 1 else relaxed.RelaxedOneHotCategorical
+            )
+            head = _Head(body, names, unit, temperature)
+            self.relaxed_inf_net = DistributionInferenceNetwork(DistributionNet(head, relax))
+            buffers: dict[str, Any] = dict(prior.named_buffers())
+            relaxed_prior = Prior(relax, **buffers, temperature=_float64(temperature))
+            self.relaxed_gen_model = DistributionGenerativeModel(relaxed_prior, likelihood)
 
-    def posterior(self, x: Tensor) -> td.Distribution:
-        """q(z|x) for a batch of binary images ``x`` of shape (batch, pixels)."""
-        return self.family.posterior(self.encoder(x), self.dim, self.estimator, self.temperature)
+    @property
+    def encoder(self) -> nn.Module:
+        """The encoder network (images to raw parameters)."""
+        return cast(nn.Module, self.inf_net.heads[0].module)
 
-    def prior(self, like: Tensor) -> td.Distribution:
-        return self.family.prior(self.dim, like, self.estimator, self.temperature)
+    @property
+    def decoder(self) -> nn.Module:
+        """The decoder network (latents to pixel logits)."""
+        return cast(nn.Module, self.gen_model.decoders[0].module)
 
-    def decode_logits(self, z: Tensor) -> Tensor:
-        return self.decoder(self.family.features(z, self.estimator))
+    def posterior(self, images: Tensor) -> td.Distribution:
+        """q(z|x) with batch shape ``(len(images),)``."""
+        return self.inf_net(images).distribution
 
-    def log_likelihood(self, x: Tensor, z: Tensor) -> Tensor:
-        """log p(x|z) summed over pixels; ``z`` may carry leading sample dimensions."""
-        logits = self.decode_logits(z)
-        return -F.binary_cross_entropy_with_logits(
-            logits, x.expand_as(logits), reduction="none"
-        ).sum(-1)
+    def prior(self) -> td.Distribution:
+        """p(z) with an empty batch shape."""
+        return self.gen_model.prior
+
+    def pixel_probabilities(self, latents: Tensor) -> Tensor:
+        """The decoder's Bernoulli means for ``latents`` of shape ``(batch, n, *latent)``."""
+        return torch.sigmoid(self.gen_model(None, latents).params_[0]["logits"])
+
+    def embedding(self, images: Tensor) -> Tensor:
+        """A point per image summarising q(z|x), for the 2-D latent plots."""
+        params = self.inf_net(images).params_[0]
+        if self.estimator == "igr":
+            return params["loc"].flatten(1)
+        if self.family.discrete:
+            return (
+                torch.softmax(params["logits"], -1).flatten(1)
+                if self.family.width > 1
+                else torch.sigmoid(params["logits"])
+            )
+        if self.family.name == "vonmises":
+            return torch.cat([torch.cos(params["loc"]), torch.sin(params["loc"])], dim=-1)
+        return self.posterior(images).mean.flatten(1)
 
 
-def kl_term(q: td.Distribution, p: td.Distribution, z: Tensor) -> Tensor:
-    """KL(q || p) in closed form when torch knows it, else the one-sample log q(z) - log p(z)."""
-    try:
-        # torch's Bernoulli KL does not broadcast, so give the prior the batch shape of q.
-        return td.kl_divergence(q, p.expand(q.batch_shape))
-    except NotImplementedError:
-        return q.log_prob(z) - p.log_prob(z)
+def _prior(cls: Callable[..., td.Distribution], **values: float) -> Callable[[int], Prior]:
+    def build(dim: int) -> Prior:
+        shape = (dim, CATEGORIES) if cls is td.OneHotCategorical else (dim,)
+        params: dict[str, Any] = {name: torch.full(shape, v) for name, v in values.items()}
+        return Prior(functools.partial(cls, validate_args=False), **params)
+
+    return build
+
+
+CONTINUOUS = ("implicit",)
+BERNOULLI = ("gumbel", "st", "plain_st", "igr", "reinforce", "nvil", "loo", "muprop", "arm",
+             "disarm", "rebar", "relax", "vimco", "rws")  # fmt: skip
+# ARM, DisARM, REBAR and RELAX are defined for binary latents.
+CATEGORICAL = tuple(name for name in BERNOULLI if name not in ("arm", "disarm", "rebar", "relax"))
+P = positive
+FAMILIES: dict[str, LatentFamily] = {family.name: family for family in (
+    LatentFamily("normal", False, ("reparam", "implicit"), 10, implicit.Normal,
+                 {"loc": None, "scale": P}, _prior(td.Normal, loc=0.0, scale=1.0)),
+    LatentFamily("gamma", False, CONTINUOUS, 10, implicit.Gamma,
+                 {"concentration": P, "rate": P}, _prior(td.Gamma, concentration=0.3, rate=0.3)),
+    LatentFamily("beta", False, CONTINUOUS, 10, implicit.Beta,
+                 {"concentration1": P, "concentration0": P},
+                 _prior(td.Beta, concentration1=1.0, concentration0=1.0)),
+    LatentFamily("dirichlet", False, CONTINUOUS, 10, implicit.Dirichlet, {"concentration": P},
+                 _prior(td.Dirichlet, concentration=1.0)),
+    LatentFamily("vonmises", False, CONTINUOUS, 10, implicit.VonMises,
+                 {"loc": _angle, "concentration": P},
+                 _prior(td.Uniform, low=-math.pi, high=math.pi)),
+    LatentFamily("mixture", False, CONTINUOUS, 10, _normal_mixture,
+                 {"logits": None, "loc": None, "scale": P}, _prior(td.Normal, loc=0.0, scale=1.0),
+                 width=_MIXTURE_COMPONENTS),
+    LatentFamily("bernoulli", True, BERNOULLI, 200, td.Bernoulli, {"logits": None},
+                 _prior(td.Bernoulli, probs=0.5)),
+    LatentFamily("categorical", True, CATEGORICAL, 20, td.OneHotCategorical, {"logits": None},
+                 _prior(td.OneHotCategorical, logits=0.0), width=CATEGORIES),
+)}  # fmt: skip

@@ -18,23 +18,30 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
 from stochgrad.cli.checkpoint import load_checkpoint, remove_stale_temporaries, save_atomic
-from stochgrad.cli.evaluate import iwae_log_likelihood, negative_elbo
+from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.cli.models import FAMILIES, VAE
-from stochgrad.cli.objectives import ESTIMATOR_KINDS, estimator_available, make_objective
+from stochgrad.cli.objectives import (
+    ESTIMATORS,
+    MULTI_SAMPLE,
+    Objective,
+    iwae_log_likelihood,
+    make_objective,
+    negative_elbo,
+)
 from stochgrad.data import DATASETS, Dataset, binarize, load_dataset, minibatches
 
 __all__ = [
     "TrainConfig",
-    "TrainingError",
-    "UsageError",
+    "build_vae",
     "options_from_args",
+    "public_config",
     "resolve_config",
     "train",
 ]
@@ -47,14 +54,6 @@ _RUN_DEFINING = (
     "latent", "estimator", "dim", "batch_size", "lr", "seed", "data", "train_size",
     "test_size", "samples", "temperature",
 )  # fmt: skip
-
-
-class UsageError(ValueError):
-    """A bad command line: the message is printed as one line, the exit status is 2."""
-
-
-class TrainingError(RuntimeError):
-    """Training cannot go on (for example the loss became NaN); exit status 1."""
 
 
 @dataclass
@@ -81,22 +80,14 @@ class TrainConfig:
     progress: bool | None = None
 
 
+_OPTIONS = ("epochs", "batch_size", "lr", "device", "data", "data_dir", "train_size",
+            "test_size", "iwae_samples", "samples", "temperature")  # fmt: skip
+
+
 def options_from_args(args: Any) -> dict[str, Any]:
     """The :class:`TrainConfig` fields set by the data and training options of the parser."""
-    return {
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "lr": args.lr,
-        "device": args.device,
-        "data": args.data,
-        "data_dir": args.data_dir,
-        "train_size": args.train_size,
-        "test_size": args.test_size,
-        "iwae_samples": args.iwae_samples,
-        "samples": args.samples,
-        "temperature": args.temperature,
-        "progress": False if args.no_progress else None,
-    }
+    options = {name: getattr(args, name) for name in _OPTIONS}
+    return {**options, "progress": False if args.no_progress else None}
 
 
 def resolve_config(config: TrainConfig) -> TrainConfig:
@@ -107,25 +98,13 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         )
     family = FAMILIES[config.latent]
     estimator = config.estimator or family.estimators[0]
-    if estimator not in ESTIMATOR_KINDS:
-        raise UsageError(
-            f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATOR_KINDS)}"
-        )
+    if estimator not in ESTIMATORS:
+        raise UsageError(f"unknown estimator {estimator!r}; choose one of {', '.join(ESTIMATORS)}")
     if estimator not in family.estimators:
         kind = "discrete" if family.discrete else "continuous"
         raise UsageError(
             f"--latent {family.name} cannot be trained with --estimator {estimator}: "
             f"a {kind} latent takes one of {', '.join(family.estimators)}"
-        )
-    if not family.available():
-        raise UsageError(
-            f"--latent {family.name} needs its sampler from stochgrad.implicit, "
-            "which this installation does not provide yet"
-        )
-    if not estimator_available(estimator):
-        raise UsageError(
-            f"--estimator {estimator} needs stochgrad.estimators/stochgrad.relaxed support, "
-            "which this installation does not provide yet"
         )
     dim = family.default_dim if config.dim is None else config.dim
     checks = [
@@ -133,14 +112,14 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         ("--epochs", config.epochs, 1),
         ("--batch-size", config.batch_size, 1),
         ("--iwae-samples", config.iwae_samples, 1),
-        ("--samples", config.samples, 2 if ESTIMATOR_KINDS[estimator] == "multi" else 1),
+        ("--samples", config.samples, 2 if estimator in MULTI_SAMPLE else 1),
     ]
     for name, value, minimum in checks:
         if value < minimum:
             raise UsageError(f"{name} must be >= {minimum}, got {value}")
-    for name, value in (("--lr", config.lr), ("--temperature", config.temperature)):
-        if not value > 0:
-            raise UsageError(f"{name} must be > 0, got {value}")
+    for name, rate in (("--lr", config.lr), ("--temperature", config.temperature)):
+        if not rate > 0:
+            raise UsageError(f"{name} must be > 0, got {rate}")
     if config.data not in DATASETS:
         raise UsageError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
     device = config.device
@@ -151,16 +130,24 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return replace(config, estimator=estimator, dim=dim)
 
 
-class _Step(nn.Module):
-    """The VAE and its objective as one module, so DDP sees (and syncs) both."""
+def build_vae(config: TrainConfig, num_pixels: int) -> VAE:
+    """The model of a resolved ``config`` for images of ``num_pixels``."""
+    family = FAMILIES[config.latent]
+    return VAE(family, cast(int, config.dim), num_pixels, cast(str, config.estimator),
+               temperature=config.temperature)  # fmt: skip
 
-    def __init__(self, vae: VAE, objective: nn.Module):
+
+class _Step(nn.Module):
+    """The VAE and its objective (with any learned control variate) as one module, so DDP sees
+    and syncs both."""
+
+    def __init__(self, vae: VAE, objective: Objective):
         super().__init__()
         self.vae = vae
         self.objective = objective
 
-    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
-        return self.objective(self.vae, images)
+    def forward(self, images: Tensor) -> Tensor:
+        return self.objective(images)
 
 
 def _distributed(device: str) -> tuple[int, int, bool]:
@@ -244,20 +231,14 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         raise UsageError(
             f"--batch-size {config.batch_size} must be divisible by the {world_size} processes"
         )
-    family = FAMILIES[config.latent]
     out = Path(config.out)
     checkpoint_path = out / CHECKPOINT_NAME
 
     torch.manual_seed(config.seed)  # the same initial weights on every rank
-    vae = VAE(
-        family, config.dim, dataset.num_pixels, config.estimator, temperature=config.temperature
-    )
+    vae = build_vae(config, dataset.num_pixels)
     objective = make_objective(
-        config.estimator, dataset.num_pixels, config.samples, config.temperature, config.dim
+        config.estimator, vae, dataset.num_pixels, config.samples, config.temperature
     )
-    custom_backward = getattr(objective, "backward", None)
-    if custom_backward is not None and world_size > 1:
-        raise UsageError(f"--estimator {config.estimator} does not support torchrun (DDP) yet")
     step = _Step(vae, objective).to(device)
     model: nn.Module = step
     if world_size > 1:
@@ -280,8 +261,6 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         _check_resumable(state, config, world_size)
         step.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
-        for name, inner in _inner_optimizers(step).items():
-            inner.load_state_dict(state["inner_optimizers"][name])
         data_generator.set_state(state["rng"]["data"])
         _set_rng_state(state["rng"]["ranks"][rank], device)
         history = state["history"]
@@ -302,18 +281,15 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         total = torch.zeros(2, dtype=torch.float64)
         for index in _progress(batches, config, rank, epoch):
             images = binarize(train_images[index], data_generator)[rank::world_size].to(device)
-            loss, bound = model(images)
+            loss = model(images)
             if not torch.isfinite(loss):
                 raise TrainingError(
                     f"the loss became {loss.item()} in epoch {epoch}; try a smaller --lr"
                 )
             optimizer.zero_grad(set_to_none=True)
-            if custom_backward is None:
-                loss.backward()
-            else:
-                custom_backward(loss, vae)
+            loss.backward()
             optimizer.step()
-            total += torch.tensor([bound.sum().item(), bound.numel()], dtype=torch.float64)
+            total += torch.tensor([objective.bound, 1.0], dtype=torch.float64)
         if world_size > 1:
             dist.all_reduce(total)
         seconds = time.perf_counter() - started
@@ -336,15 +312,15 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     result: dict[str, Any] = {}
     if rank == 0:
         log(f"importance-weighted log-likelihood with K={config.iwae_samples} ...")
-        seconds = [record["seconds"] for record in history]
+        times = [record["seconds"] for record in history]
         result = {
-            "config": _public(config),
+            "config": public_config(config),
             "history": history,
             "test_neg_elbo": _evaluate(vae, test_images, device, negative_elbo),
             "test_iwae_ll": _evaluate(
                 vae, test_images, device, iwae_log_likelihood, config.iwae_samples
             ),
-            "seconds_per_epoch": sum(seconds) / max(len(seconds), 1),
+            "seconds_per_epoch": sum(times) / max(len(times), 1),
             "world_size": world_size,
         }
         out.mkdir(parents=True, exist_ok=True)
@@ -354,10 +330,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             f"test log p(x) >= {result['test_iwae_ll']:.3f} (K={config.iwae_samples})  "
             f"{result['seconds_per_epoch']:.2f} s/epoch"
         )
-    result["model"] = vae
-    result["objective"] = objective
-    result["dataset"] = dataset
-    return result
+    return {**result, "model": vae, "objective": objective, "dataset": dataset}
 
 
 def _progress(batches, config: TrainConfig, rank: int, epoch: int):
@@ -366,19 +339,15 @@ def _progress(batches, config: TrainConfig, rank: int, epoch: int):
     from tqdm.auto import tqdm
 
     # disable=None lets tqdm hide the bar when stderr is not a terminal.
-    return tqdm(
-        batches,
-        desc=f"epoch {epoch}",
-        leave=False,
-        disable=None if config.progress is None else False,
-    )
+    disable = None if config.progress is None else False
+    return tqdm(batches, desc=f"epoch {epoch}", leave=False, disable=disable)
 
 
-def _public(config: TrainConfig) -> dict[str, Any]:
-    public = asdict(config)
-    for private in ("resume", "progress"):
-        public.pop(private)
-    return public
+def public_config(config: TrainConfig) -> dict[str, Any]:
+    """The config as saved in checkpoints and metrics (without resume and progress)."""
+    return {
+        key: value for key, value in asdict(config).items() if key not in ("resume", "progress")
+    }
 
 
 def _save(path, step, optimizer, data_generator, history, config, rank, world_size, device):
@@ -387,27 +356,15 @@ def _save(path, step, optimizer, data_generator, history, config, rank, world_si
         state = {
             "epoch": history[-1]["epoch"],
             "history": history,
-            "config": _public(config),
+            "config": public_config(config),
             "world_size": world_size,
             "model": step.state_dict(),
             "optimizer": optimizer.state_dict(),
-            "inner_optimizers": {
-                name: inner.state_dict() for name, inner in _inner_optimizers(step).items()
-            },
             "rng": {"data": data_generator.get_state(), "ranks": rng},
         }
         save_atomic(state, path)
     if world_size > 1:
         dist.barrier()
-
-
-def _inner_optimizers(module: nn.Module) -> dict[str, torch.optim.Optimizer]:
-    """Optimizers owned by submodules (REBAR/RELAX tune their control variate with one)."""
-    return {
-        name: sub.optimizer
-        for name, sub in module.named_modules()
-        if isinstance(getattr(sub, "optimizer", None), torch.optim.Optimizer)
-    }
 
 
 def _check_resumable(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:
