@@ -139,12 +139,10 @@ CASES = [_from_example(example) for example in EXAMPLES] + EXTRA_CASES
 # Open items of issue 11 owned by another change. A case in BROKEN_CASES xfails every check while
 # its probe still raises; test_broken_cases_are_still_broken turns into a failure (strict XPASS)
 # once the probe passes, so the entry must be deleted with the fix. KNOWN marks single checks.
-_EMPTY = "issue 11 item 4: an empty batch crashes the mixtures"
 
 
 BROKEN_CASES: dict[str, tuple[str, Callable[[Case], None]]] = {}
 KNOWN: dict[tuple[str, str], str] = {
-    ("mixture_same_family_diagonal", "empty_batch"): _EMPTY,
     # found by this module, not in issue 11's list: cdf(x) is the CDF of x - loc on [-π, π)
     # evaluated unwrapped, so it leaves [0, 1] where x - loc leaves [-π, π)
     ("vonmises", "cdf_range"): "VonMises.cdf leaves [0, 1] where value - loc leaves [-π, π)",

@@ -435,6 +435,11 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         """
         if self._validate_args:
             self._validate_sample(value)
+        shape = torch.broadcast_shapes(
+            value.shape[: value.dim() - len(self.event_shape)], self.batch_shape
+        )
+        if shape.numel() == 0:  # torch's Independent.log_prob cannot reshape an empty batch
+            return torch.empty(shape, dtype=value.dtype, device=value.device)
         work = _working_dtype(value.dtype)
         components = self.component_distribution
         with _unvalidated(components):
