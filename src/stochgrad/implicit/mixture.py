@@ -659,7 +659,7 @@ class Mixture(PyroCompatible, td.Distribution):
         def pieces(x: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
             per = []
             for k, wise in enumerate(self._coordinatewise):
-                xk = x[..., k, :].reshape(*x.shape[:-2], *event_shape)
+                xk = x[..., k, :].reshape(x.shape[:-2] + event_shape)
                 per.append(
                     [
                         t if t is None else t.reshape(x.shape[:-2] + x.shape[-1:])
