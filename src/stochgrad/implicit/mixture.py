@@ -444,8 +444,9 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         components = self.component_distribution
         with _unvalidated(components):
             log_prob = components.log_prob(self._pad(value.to(work)))
-        if _has_tensor_bounds(components.support):
-            inside = self.support.per_component(value.to(work))
+        support = self.support
+        if _has_tensor_bounds(support.base_constraint):
+            inside = support.per_component(value.to(work))
             log_prob = torch.where(inside, log_prob, -math.inf)
         log_weights = torch.log_softmax(self.mixture_distribution.logits.to(work), dim=-1)
         return torch.logsumexp(log_prob + log_weights, dim=-1).to(value.dtype)
