@@ -249,6 +249,30 @@ def test_discrete_components_construct_and_score_but_do_not_claim_rsample():
     assert not ours.has_rsample
 
 
+def test_per_component_supports_accept_every_draw_and_score_inside_their_own():
+    # The support is the union of the components' supports. torch's MixtureSameFamily asks for
+    # all of them, so it rejects its own draws (and the components reject each other's).
+    weights = torch.softmax(LOGITS, -1)
+    binomials = td.Binomial(total_count=_t([5.0, 10.0]), probs=_t([0.3, 0.6]))
+    uniforms = td.Uniform(_t([-1.0, 0.5]), _t([0.5, 3.0]))
+    for components, only_second, outside in [(binomials, 8.0, 11.0), (uniforms, 2.0, 4.0)]:
+        ours = irt.MixtureSameFamily(td.Categorical(logits=LOGITS), components, True)
+        theirs = td.MixtureSameFamily(td.Categorical(logits=LOGITS), components, True)
+        torch.manual_seed(0)
+        assert ours.support.check(ours.sample((1000,))).all()
+        value = _t(only_second)
+        with pytest.raises(ValueError, match="support"):
+            theirs.log_prob(value)
+        second = td.Binomial(_t(10.0), _t(0.6)) if components is binomials else td.Uniform(0.5, 3.0)
+        expected = weights[1].log() + second.log_prob(value)
+        torch.testing.assert_close(ours.log_prob(value), expected)
+        with pytest.raises(ValueError, match="support"):
+            ours.log_prob(_t(outside))
+    # the cdf of component k is 0 below and 1 above its support
+    mix = irt.MixtureSameFamily(td.Categorical(logits=LOGITS), uniforms, True)
+    torch.testing.assert_close(mix.cdf(_t(2.0)), weights[0] + weights[1] * 1.5 / 2.5)
+
+
 def _uniform_moment(logits, low, high):
     weights = torch.softmax(logits, -1)
     return (weights * (low + high) / 2).sum(-1)

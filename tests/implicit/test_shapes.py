@@ -62,21 +62,9 @@ def test_no_graph_without_parameters_requiring_grad(example):
         assert not dist.rsample((3,)).requires_grad
 
 
-# Known defect found by this loop (reported, to be fixed in implicit/mixture.py): a Mixture of
-# components with batch_shape () fails rsample(()) on an empty reshape. Strict, so the marker must
-# go once the fix lands.
-KNOWN_FAILURES = {
-    ("mixture_heterogeneous", ()): pytest.mark.xfail(
-        raises=TypeError, strict=True, reason="Mixture.rsample(()) of scalar components"
-    ),
-}
-
-
 @pytest.mark.parametrize("example", CASES)
 @pytest.mark.parametrize("sample_shape", [(), (5,), (2, 3)])
-def test_rsample_shape_and_support(example, sample_shape, dtype, request):
-    if (example.name, sample_shape) in KNOWN_FAILURES:
-        request.applymarker(KNOWN_FAILURES[example.name, sample_shape])
+def test_rsample_shape_and_support(example, sample_shape, dtype):
     params = [p.to(dtype).requires_grad_() for p in example.params.values()]
     dist = example.build(*params)
     z = dist.rsample(sample_shape)

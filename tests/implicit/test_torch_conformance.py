@@ -139,33 +139,10 @@ CASES = [_from_example(example) for example in EXAMPLES] + EXTRA_CASES
 # Open items of issue 11 owned by another change. A case in BROKEN_CASES xfails every check while
 # its probe still raises; test_broken_cases_are_still_broken turns into a failure (strict XPASS)
 # once the probe passes, so the entry must be deleted with the fix. KNOWN marks single checks.
-_MIXTURE_EVENT = "issue 11 item 1: MixtureSameFamily refuses components with an event shape"
-_MIXTURE_BOUNDS = "issue 11 item 2: MixtureSameFamily refuses tensor support bounds"
-_MIXTURE_WEIGHTS = "issue 11 item 3: mixture weights must broadcast against the components"
-_EMPTY = "issue 11 item 4: an empty batch crashes the mixtures"
-_VON_MISES = "issue 11 item 7: VonMises accepts an infinite concentration"
 
 
-def _constructs(case: Case) -> None:
-    case.build(torch.float64)
-
-
-def _samples(case: Case) -> None:
-    case.build(torch.float64).sample((2,))
-
-
-BROKEN_CASES: dict[str, tuple[str, Callable[[Case], None]]] = {
-    "mixture_of_multivariate_normals": (_MIXTURE_EVENT, _constructs),
-    "mixture_of_low_rank_normals": (_MIXTURE_EVENT, _constructs),
-    "mixture_of_dirichlets": (_MIXTURE_EVENT, _constructs),
-    "mixture_of_uniforms_with_tensor_bounds": (_MIXTURE_BOUNDS, _constructs),
-    "mixture_of_binomials": (_MIXTURE_BOUNDS, _constructs),
-    "mixture_same_family_unbatched_weights": (_MIXTURE_WEIGHTS, _samples),
-    "mixture_heterogeneous_default_weights": (_MIXTURE_WEIGHTS, _samples),
-}
+BROKEN_CASES: dict[str, tuple[str, Callable[[Case], None]]] = {}
 KNOWN: dict[tuple[str, str], str] = {
-    ("mixture_same_family_diagonal", "empty_batch"): _EMPTY,
-    ("mixture_heterogeneous", "empty_batch"): _EMPTY,
     # found by this module, not in issue 11's list: cdf(x) is the CDF of x - loc on [-π, π)
     # evaluated unwrapped, so it leaves [0, 1] where x - loc leaves [-π, π)
     ("vonmises", "cdf_range"): "VonMises.cdf leaves [0, 1] where value - loc leaves [-π, π)",
@@ -495,12 +472,13 @@ BAD_EXAMPLES = [
     _bad(
         "VonMises-concentration", irt.VonMises, "concentration", loc=_1, concentration=_BAD, **_ON
     ),
-    pytest.param(
+    _bad(
+        "VonMises-infinite-concentration",
         irt.VonMises,
-        {"loc": _1, "concentration": torch.tensor(math.inf), **_ON},
         "concentration",
-        id="VonMises-infinite-concentration",
-        marks=pytest.mark.xfail(strict=True, reason=_VON_MISES),
+        loc=_1,
+        concentration=torch.tensor(math.inf),
+        **_ON,
     ),
     _bad(
         "TruncatedNormal-scale",

@@ -41,6 +41,28 @@ def _support_bounds(support: constraints.Constraint) -> tuple[_Bound, _Bound]:
     return low, high
 
 
+def _has_tensor_bounds(support: constraints.Constraint) -> bool:
+    """Whether the bounds of a support are per-component tensors (``Binomial``, ``Uniform``)."""
+    return any(isinstance(bound, Tensor) for bound in _support_bounds(support))
+
+
+class _InAnyComponent(constraints.MixtureSameFamilyConstraint):
+    """Support of a mixture: the values in the support of at least one component.
+
+    torch's ``MixtureSameFamilyConstraint`` asks for all of them, so a mixture of laws with
+    per-component bounds (``Uniform(low, high)``, ``Binomial``) rejects its own draws.
+    """
+
+    def per_component(self, value: Tensor) -> Tensor:
+        """``(..., K)``, or ``(..., 1)`` for shared bounds: ``value`` in each support."""
+        if value.dim() < self.event_dim:
+            raise ValueError(f"Expected value.dim() >= {self.event_dim} but got {value.dim()}")
+        return self.base_constraint.check(value.unsqueeze(-1 - self.event_dim))
+
+    def check(self, value: Tensor) -> Tensor:
+        return self.per_component(value).any(-1)
+
+
 def _same_bounds(first: tuple[_Bound, _Bound], second: tuple[_Bound, _Bound]) -> bool:
     def equal(a: _Bound, b: _Bound) -> bool:
         if isinstance(a, Tensor) or isinstance(b, Tensor):
@@ -379,6 +401,10 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         inner, _ = _coordinates(self._component_distribution)
         return inner if isinstance(inner, td.Normal) else None
 
+    @constraints.dependent_property
+    def support(self) -> _InAnyComponent:  # type: ignore[override]
+        return _InAnyComponent(self._component_distribution.support)
+
     def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
         shape = self._extended_shape(sample_shape)
@@ -402,15 +428,41 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
             return torch.normal(loc, scale)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        work = _working_dtype(value.dtype)
-        if work == value.dtype:
-            return super().log_prob(value)
+        """``log Σ_k w_k p_k(value)``, with ``p_k = 0`` outside component ``k``'s support.
+
+        The value is validated against the mixture's support (:class:`_InAnyComponent`), not
+        against each component's: a draw of one component lies outside another's support.
+        """
         if self._validate_args:
             self._validate_sample(value)
-        with _unvalidated(self.component_distribution):
-            log_prob = self.component_distribution.log_prob(self._pad(value.to(work)))
+        shape = torch.broadcast_shapes(
+            value.shape[: value.dim() - len(self.event_shape)], self.batch_shape
+        )
+        if shape.numel() == 0:  # torch's Independent.log_prob cannot reshape an empty batch
+            return torch.empty(shape, dtype=value.dtype, device=value.device)
+        work = _working_dtype(value.dtype)
+        components = self.component_distribution
+        with _unvalidated(components):
+            log_prob = components.log_prob(self._pad(value.to(work)))
+        support = self.support
+        if _has_tensor_bounds(support.base_constraint):
+            inside = support.per_component(value.to(work))
+            log_prob = torch.where(inside, log_prob, -math.inf)
         log_weights = torch.log_softmax(self.mixture_distribution.logits.to(work), dim=-1)
         return torch.logsumexp(log_prob + log_weights, dim=-1).to(value.dtype)
+
+    def cdf(self, value: Tensor) -> Tensor:
+        """``Σ_k w_k F_k(value)``, with ``F_k`` 0 below and 1 above component ``k``'s support."""
+        if self._validate_args:
+            self._validate_sample(value)
+        components = self.component_distribution
+        padded = self._pad(value)
+        if components.event_shape:  # torch's path (no multivariate cdf in torch)
+            with _unvalidated(components):
+                cdf = components.cdf(padded)
+        else:
+            cdf = _Coordinatewise(components).cdf(padded)
+        return (cdf * self.mixture_distribution.probs).sum(-1)
 
     def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
         components = self.component_distribution
@@ -608,7 +660,7 @@ class Mixture(PyroCompatible, td.Distribution):
         def pieces(x: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
             per = []
             for k, wise in enumerate(self._coordinatewise):
-                xk = x[..., k, :].reshape(*x.shape[:-2], *event_shape)
+                xk = x[..., k, :].reshape(x.shape[:-2] + event_shape)
                 per.append(
                     [
                         t if t is None else t.reshape(x.shape[:-2] + x.shape[-1:])
