@@ -17,6 +17,14 @@ beyond ``s = C`` the lower integrand is ``exp(x - a s)`` to working precision an
 in closed form. Everything is elementwise torch ops: no per-element loop, no convergence test,
 so it vectorizes on CPU/CUDA and traces under ``torch.func``/``torch.compile``. On CPU in eager
 mode the same arithmetic runs as one fused compiled kernel (``_native.py``).
+
+Example::
+
+    >>> from stochgrad.special.gamma import standard_gamma_grad
+    >>> a = torch.tensor([0.5, 5.0], dtype=torch.float64)
+    >>> x = torch.tensor([0.3, 4.0], dtype=torch.float64)
+    >>> standard_gamma_grad(a, x)  # torch's approximation gives 1.0098, 0.9228
+    tensor([1.0098, 0.9227], dtype=torch.float64)
 """
 
 from __future__ import annotations
