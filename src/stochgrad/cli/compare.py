@@ -174,7 +174,9 @@ def compare(
 
 def _train_in_workers(pending: list[TrainConfig], jobs: int, log) -> None:
     context = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(jobs, mp_context=context, initializer=_init_worker) as pool:
+    with ProcessPoolExecutor(
+        jobs, mp_context=context, initializer=functools.partial(torch.set_num_threads, 1)
+    ) as pool:
         futures = {pool.submit(_train_worker, config): config for config in pending}
         for number, future in enumerate(as_completed(futures), 1):
             config = futures[future]
@@ -184,10 +186,6 @@ def _train_in_workers(pending: list[TrainConfig], jobs: int, log) -> None:
                 f"{metrics['test_neg_elbo']:.2f}, log p(x) >= {metrics['test_iwae_ll']:.2f}, "
                 f"{metrics['seconds_per_epoch']:.2f} s/epoch"
             )
-
-
-def _init_worker() -> None:
-    torch.set_num_threads(1)
 
 
 @functools.lru_cache(maxsize=1)

@@ -34,7 +34,9 @@ from stochgrad.vae import (
     DistributionGenerativeModel,
     DistributionInferenceNetwork,
     DistributionNet,
+    InferenceNetwork,
     Prior,
+    Tensors,
 )
 
 __all__ = ["CATEGORIES", "FAMILIES", "VAE", "LatentFamily"]
@@ -106,12 +108,8 @@ class _Features(nn.Module):
 
 
 class _Head(nn.Module):
-    """Encoder head: the body's output split into the named parameters, one row per unit.
-
-    A ``temperature`` (of ``igr`` and the ``gumbel`` relaxation) is a buffer, so a reloaded
-    checkpoint gets it back with the weights; float64 so that 0.7 stays 0.7 (the distributions
-    cast it to the latents' dtype).
-    """
+    """Encoder head: the body's output split into the named parameters, one row per unit; the
+    ``igr`` temperature is a float64 buffer (saved with the weights; 0.7 stays 0.7)."""
 
     def __init__(self, body: nn.Module, names: tuple[str, ...], unit: tuple[int, ...] | None,
                  temperature: float | None = None):  # fmt: skip
@@ -125,6 +123,31 @@ class _Head(nn.Module):
         raw = raw if self.unit is None else raw.unflatten(-1, self.unit)
         params = dict(zip(self.names, raw.chunk(len(self.names), dim=-1), strict=True))
         return params if self.temperature is None else {**params, "temperature": self.temperature}
+
+
+class _Relaxed(InferenceNetwork):
+    """The discrete q(z|x) sampled through its concrete / Gumbel-softmax relaxation (Maddison et
+    al., 2017; Jang et al., 2017); log q is the discrete law's (cross-entropy) at the samples."""
+
+    def __init__(self, inf_net: DistributionInferenceNetwork, binary: bool, temperature: float):
+        super().__init__()
+        self.inf_net, self.temperature = inf_net, temperature
+        self.relax = relaxed.RelaxedBernoulli if binary else relaxed.RelaxedOneHotCategorical
+
+    def forward(self, data: Tensors) -> _Relaxed:
+        self.inf_net(data)
+        return self
+
+    def sample(self, n_samples: int = 1) -> Tensor:
+        return cast(Tensor, self.inf_net.sample(n_samples))
+
+    def rsample(self, n_samples: int = 1) -> Tensor:
+        logits = self.inf_net.params_[0]["logits"]
+        temperature = torch.tensor(self.temperature, dtype=logits.dtype, device=logits.device)
+        return self.relax(temperature, logits=logits).rsample((n_samples,)).movedim(0, 1)
+
+    def log_prob(self, latents: Tensors, *, detach_params: bool = False) -> Tensor:
+        return self.inf_net.log_prob(latents, detach_params=detach_params)
 
 
 def _float64(value: float) -> Tensor:
@@ -195,16 +218,7 @@ class VAE(nn.Module):
         self.inf_net = DistributionInferenceNetwork(encoder)
         self.gen_model = DistributionGenerativeModel(prior, likelihood)
         if estimator == "gumbel":
-            # The relaxation trained on (Maddison et al., 2017; Jang et al., 2017): the same
-            # encoder and decoder with the binary concrete / Gumbel-softmax laws for q and p.
-            relax = (
-                relaxed.RelaxedBernoulli if family.width == 1 else relaxed.RelaxedOneHotCategorical
-            )
-            head = _Head(body, names, unit, temperature)
-            self.relaxed_inf_net = DistributionInferenceNetwork(DistributionNet(head, relax))
-            buffers: dict[str, Any] = dict(prior.named_buffers())
-            relaxed_prior = Prior(relax, **buffers, temperature=_float64(temperature))
-            self.relaxed_gen_model = DistributionGenerativeModel(relaxed_prior, likelihood)
+            self.relaxed_inf_net = _Relaxed(self.inf_net, family.width == 1, temperature)
 
     @property
     def encoder(self) -> nn.Module:

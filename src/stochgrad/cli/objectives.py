@@ -62,7 +62,7 @@ Losses = Callable[[VAE, int, int, float], list[vae.VAELoss]]
 
 def _elbo(model: VAE, pixels: int, samples: int, temperature: float) -> list[vae.VAELoss]:
     if model.estimator == "gumbel":
-        return [vae.ELBO(model.relaxed_inf_net, model.relaxed_gen_model)]
+        return [vae.ELBO(model.relaxed_inf_net, model.gen_model)]
     return [vae.ELBO(model.inf_net, model.gen_model)]
 
 
