@@ -11,7 +11,7 @@ BAD_COMMAND_LINES = [
     (["train", "--latent", "poisson"], "unknown latent family 'poisson'"),
     (["train", "--latent", "bernoulli", "--estimator", "implicit"], "cannot be trained with"),
     (["train", "--latent", "gamma", "--estimator", "reparam"], "cannot be trained with"),
-    (["train", "--latent", "normal", "--estimator", "nvil"], "cannot be trained with"),
+    (["train", "--latent", "normal", "--estimator", "disarm"], "cannot be trained with"),
     (["train", "--estimator", "magic"], "unknown estimator 'magic'"),
     (["train", "--data", "mnist"], "needs --data-dir"),
     (["train", "--data", "mnist", "--data-dir", "/no/such/folder"], "does not exist"),
@@ -25,7 +25,7 @@ BAD_COMMAND_LINES = [
     (["train", "--no-such-option"], "unrecognized arguments"),
     (["launch"], "invalid choice"),
     (["compare", "--latents", "normal,poisson"], "unknown latent family 'poisson'"),
-    (["compare", "--latents", "gamma", "--estimators", "vimco"], "the grid is empty"),
+    (["compare", "--latents", "gamma", "--estimators", "disarm"], "the grid is empty"),
     (["compare", "--seeds", "a,b"], "--seeds"),
     (["compare", "--jobs", "0"], "--jobs must be >= 1"),
 ]

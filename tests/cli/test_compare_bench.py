@@ -10,15 +10,55 @@ from stochgrad.cli.errors import UsageError
 
 
 def test_grid_keeps_only_compatible_pairs():
-    runs = grid(["normal", "bernoulli"], ["implicit", "nvil"], [2, 5], [0, 1])
+    runs = grid(["normal", "bernoulli"], ["implicit", "disarm"], [2, 5], [0, 1])
     assert sorted({(latent, estimator, dim) for latent, estimator, dim, _ in runs}) == [
-        ("bernoulli", "nvil", None),
+        ("bernoulli", "disarm", None),
         ("normal", "implicit", 2),
         ("normal", "implicit", 5),
     ]
     assert len(runs) == 6
     with pytest.raises(UsageError, match="grid is empty"):
-        grid(["gamma"], ["nvil"], [2], [0])
+        grid(["gamma"], ["disarm"], [2], [0])
+
+
+def test_score_function_estimators_train_continuous_latents_when_named(tmp_path):
+    # Named explicitly, nvil pairs with a continuous latent; the default list keeps the default
+    # grid of discrete score-function runs only.
+    runs = grid(["gamma", "bernoulli"], ["implicit", "nvil"], [2], [0])
+    assert sorted((latent, estimator) for latent, estimator, _, _ in runs) == [
+        ("bernoulli", "nvil"),
+        ("gamma", "implicit"),
+        ("gamma", "nvil"),
+    ]
+    out = tmp_path / "default"
+    code = main(
+        [
+            "compare",
+            "--data",
+            "digits",
+            "--train-size",
+            "40",
+            "--test-size",
+            "20",
+            "--batch-size",
+            "20",
+            "--epochs",
+            "1",
+            "--iwae-samples",
+            "2",
+            "--latents",
+            "gamma",
+            "--dims",
+            "2",
+            "--seeds",
+            "0",
+            "--no-figures",
+            "--out",
+            str(out),
+        ]
+    )
+    assert code == 0
+    assert [path.name for path in (out / "runs").iterdir()] == ["gamma-implicit-d2-s0"]
 
 
 def test_compare_writes_tables_and_figures_and_reuses_runs(tmp_path, capsys):

@@ -267,14 +267,14 @@ def _prior(cls: Callable[..., td.Distribution], **values: float) -> Callable[[in
     return build
 
 
-CONTINUOUS = ("implicit",)
+SCORE = ("reinforce", "nvil", "loo", "muprop", "vimco", "rws")  # any latent with a log-density
+CONTINUOUS = ("implicit", *SCORE)
 BERNOULLI = ("gumbel", "st", "plain_st", "igr", "reinforce", "nvil", "loo", "muprop", "arm",
              "disarm", "rebar", "relax", "vimco", "rws")  # fmt: skip
-# ARM, DisARM, REBAR and RELAX are defined for binary latents.
-CATEGORICAL = tuple(name for name in BERNOULLI if name not in ("arm", "disarm", "rebar", "relax"))
+CATEGORICAL = tuple(n for n in BERNOULLI if n not in ("arm", "disarm", "rebar", "relax"))  # binary
 P = positive
 FAMILIES: dict[str, LatentFamily] = {family.name: family for family in (
-    LatentFamily("normal", False, ("reparam", "implicit"), 10, implicit.Normal,
+    LatentFamily("normal", False, ("reparam", *CONTINUOUS), 10, implicit.Normal,
                  {"loc": None, "scale": P}, _prior(td.Normal, loc=0.0, scale=1.0)),
     LatentFamily("gamma", False, CONTINUOUS, 10, implicit.Gamma,
                  {"concentration": P, "rate": P}, _prior(td.Gamma, concentration=0.3, rate=0.3)),
