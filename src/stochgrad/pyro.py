@@ -110,7 +110,13 @@ class PyroCompatible(_DistributionMixin):
         log_prob = self.log_prob(value)
         # A reparameterized site needs no score-function term.
         score_function = 0 if self.has_rsample else log_prob
-        return ScoreParts(log_prob=log_prob, score_function=score_function, entropy_term=log_prob)
+        # ScoreParts annotates score_function as Tensor, but pyro's own
+        # Distribution.score_parts (distribution.py) passes 0 for reparameterized sites too.
+        return ScoreParts(
+            log_prob=log_prob,
+            score_function=score_function,  # type: ignore[arg-type]
+            entropy_term=log_prob,
+        )
 
     def to_event(self, reinterpreted_batch_ndims: int | None = None):
         from pyro.distributions import Independent

@@ -15,12 +15,14 @@ from __future__ import annotations
 import contextlib
 import math
 from collections.abc import Callable, Iterator, Sequence
+from typing import Any, TypeGuard, cast
 
 import torch
 import torch.distributions as td
 from torch import Tensor
 from torch.distributions import constraints
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import needs_grad
 from stochgrad.implicit.factorized import _coordinates, _tensors_of
 from stochgrad.pyro import PyroCompatible
@@ -32,7 +34,7 @@ _Bound = float | Tensor
 _HALF_LOG_TWO_PI = 0.5 * math.log(2 * math.pi)
 
 
-def _support_bounds(support: constraints.Constraint) -> tuple[_Bound, _Bound]:
+def _support_bounds(support: constraints.Constraint | None) -> tuple[_Bound, _Bound]:
     """Lower and upper bound of a support: floats, or tensors for per-component bounds."""
     while isinstance(support, constraints.independent):
         support = support.base_constraint
@@ -77,7 +79,7 @@ def _same_bounds(first: tuple[_Bound, _Bound], second: tuple[_Bound, _Bound]) ->
 def _unvalidated(dist: td.Distribution) -> Iterator[None]:
     """Switch off value checks of ``dist`` and its base laws (values are already screened, and
     e.g. torch's Gumbel rejects its own CDF's rounding to 1)."""
-    chain = [dist]
+    chain: list[Any] = [dist]
     while isinstance(getattr(chain[-1], "base_dist", None), td.Distribution):
         chain.append(chain[-1].base_dist)
     # the default setting is a class attribute: restore "absent", not None (which would be falsy)
@@ -323,7 +325,9 @@ def _implicit_solve(z: Tensor, u: Tensor, jacobian: Tensor) -> Tensor:
     return z.detach() - step.squeeze(-1)
 
 
-def _is_gaussian(dist: td.Distribution) -> bool:
+def _is_gaussian(
+    dist: td.Distribution,
+) -> TypeGuard[td.MultivariateNormal | td.LowRankMultivariateNormal]:
     return isinstance(dist, (td.MultivariateNormal, td.LowRankMultivariateNormal))
 
 
@@ -336,7 +340,8 @@ def _reparameterizable(dist: td.Distribution) -> bool:
         inner, _ = _coordinates(dist)
     except ValueError:
         return False
-    return not inner.support.is_discrete and type(inner).cdf is not td.Distribution.cdf
+    support = cast(constraints.Constraint, inner.support)
+    return not support.is_discrete and type(inner).cdf is not td.Distribution.cdf
 
 
 class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
@@ -405,7 +410,7 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
     def support(self) -> _InAnyComponent:  # type: ignore[override]
         return _InAnyComponent(self._component_distribution.support)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
         shape = self._extended_shape(sample_shape)
         logits = self.mixture_distribution.logits
@@ -464,7 +469,7 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
             cdf = _Coordinatewise(components).cdf(padded)
         return (cdf * self.mixture_distribution.probs).sum(-1)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         components = self.component_distribution
         if not self.has_rsample:
             raise NotImplementedError(
@@ -502,7 +507,8 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         def pieces(x: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
             # (..., K, D) -> the component batch (..., K, *event) -> (..., K, D)
             out = coordinates.pieces(x.reshape(*x.shape[:-1], *event_shape), score)
-            return tuple(None if t is None else t.reshape(x.shape) for t in out)
+            reshaped = tuple(None if t is None else t.reshape(x.shape) for t in out)
+            return cast("tuple[Tensor, Tensor, Tensor, Tensor | None]", reshaped)
 
         return _factorized_transform(flat, log_weights, pieces)
 
@@ -566,6 +572,7 @@ class Mixture(PyroCompatible, td.Distribution):
             positive = weights > 0
             safe = torch.where(positive, weights, 1.0)
             logits = torch.where(positive, torch.log(safe), -math.inf)
+        assert logits is not None  # set above when weights and logits are both None
         if logits.shape[-1:] != (len(components),):
             raise ValueError(
                 f"weights/logits must have last dimension {len(components)} (one per component), "
@@ -593,7 +600,7 @@ class Mixture(PyroCompatible, td.Distribution):
 
     @property
     def arg_constraints(self) -> dict[str, constraints.Constraint]:  # type: ignore[override]
-        given = {"logits": constraints.real_vector}
+        given: dict[str, constraints.Constraint] = {"logits": constraints.real_vector}
         if "weights" in self.__dict__:
             given["weights"] = constraints.simplex
         return given
@@ -636,7 +643,7 @@ class Mixture(PyroCompatible, td.Distribution):
             per.append(out)
         return torch.stack(per, -1)
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         sample_shape = torch.Size(sample_shape)
         with torch.no_grad():
             samples = torch.stack([c.sample(sample_shape) for c in self.components], -1)
@@ -648,7 +655,7 @@ class Mixture(PyroCompatible, td.Distribution):
             index = index.expand(samples.shape[:-1] + (1,))
             return samples.gather(-1, index).squeeze(-1)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         z = self.sample(sample_shape)
         parameters = (self.logits, *(t for c in self.components for t in _tensors_of(c)))
         if z.numel() == 0 or not needs_grad(*parameters):
@@ -667,10 +674,11 @@ class Mixture(PyroCompatible, td.Distribution):
                         for t in wise.pieces(xk, score)
                     ]
                 )
-            return tuple(
+            stacked = tuple(
                 None if column[0] is None else torch.stack(column, -2)
                 for column in zip(*per, strict=True)
             )
+            return cast("tuple[Tensor, Tensor, Tensor, Tensor | None]", stacked)
 
         u, jacobian = _factorized_transform(flat, self.logits.to(work), pieces)
         return _implicit_solve(flat, u, jacobian).reshape(z.shape).to(z.dtype)

@@ -10,6 +10,7 @@ from torch import Tensor
 from torch.distributions import constraints
 from torch.distributions.utils import broadcast_all
 
+from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, needs_grad
 from stochgrad.pyro import PyroCompatible
 from stochgrad.special._quadrature import traced
@@ -136,7 +137,7 @@ class VonMises(PyroCompatible, td.VonMises):
         new._validate_args = self._validate_args
         return new
 
-    def sample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def sample(self, sample_shape: SampleShape = ()) -> Tensor:
         shape = self._extended_shape(torch.Size(sample_shape))
         work = torch.promote_types(self.loc.dtype, torch.float64)
         with torch.no_grad():
@@ -144,7 +145,7 @@ class VonMises(PyroCompatible, td.VonMises):
             loc = self.loc.detach().to(work)
             return ((x + math.pi + loc) % (2 * math.pi) - math.pi).to(self.loc.dtype)
 
-    def rsample(self, sample_shape: torch.Size | tuple[int, ...] = ()) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = ()) -> Tensor:
         z = self.sample(sample_shape)
         if not needs_grad(self.loc, self.concentration):
             return z

@@ -10,6 +10,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, distributions
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible, gumbel_like
 
 __all__ = ["RelaxedBernoulli", "RelaxedOneHotCategorical", "StraightThroughOneHotCategorical"]
@@ -61,7 +62,7 @@ class RelaxedOneHotCategorical(PyroCompatible, distributions.RelaxedOneHotCatego
         new = self._get_checked_instance(RelaxedOneHotCategorical, _instance)
         return super().expand(batch_shape, _instance=new)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         logits = self.logits
         noise = gumbel_like(self._extended_shape(sample_shape), logits)
         weights = torch.softmax((logits + noise) / self.temperature.unsqueeze(-1), dim=-1)

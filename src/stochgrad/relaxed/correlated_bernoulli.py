@@ -7,6 +7,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import clamp_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
@@ -98,7 +99,7 @@ class CorrelatedRelaxedBernoulli(PyroCompatible, Distribution):
     def _pi_logit(self) -> Tensor:
         return torch.logit(self.pi)
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.pi.dtype, device=self.pi.device)
         if self._scale_tril.dim() == 2:  # one matrix: one matmul, ~40x faster than B matvecs

@@ -9,6 +9,7 @@ from torch import Tensor
 from torch.distributions import Distribution, constraints
 from torch.distributions.utils import broadcast_all, clamp_probs
 
+from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
 
 __all__ = ["InvertibleGaussian", "softmax_plus_plus"]
@@ -105,7 +106,7 @@ class InvertibleGaussian(PyroCompatible, Distribution):
         new._validate_args = self._validate_args
         return new
 
-    def rsample(self, sample_shape: torch.Size = EMPTY_SHAPE) -> Tensor:
+    def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = torch.Size(sample_shape) + self.loc.shape
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
         z = softmax_plus_plus(self.loc + self.scale * eps, self.temperature, self.delta)

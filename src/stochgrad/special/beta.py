@@ -30,6 +30,7 @@ Example (``dx/da`` and ``dx/db`` against central differences of ``I_x(a, b) = u`
 from __future__ import annotations
 
 import functools
+from typing import cast
 
 import torch
 from torch import Tensor
@@ -83,8 +84,8 @@ def beta_grad(
         kernel = functools.partial(_grad_block, rules=_DOUBLE_PRECISION_RULES, loop_dtype=None)
     else:
         # The quadrature rule follows the caller's precision (fewer nodes for float32 inputs).
-        rules = (_SINGLE_PRECISION_RULE, _SINGLE_PRECISION_RULE)
-        kernel = functools.partial(_grad_block, rules=rules, loop_dtype=torch.float32)
+        single_rules = (_SINGLE_PRECISION_RULE, _SINGLE_PRECISION_RULE)
+        kernel = functools.partial(_grad_block, rules=single_rules, loop_dtype=torch.float32)
     grad_a, grad_b = blockwise(kernel, a, b, x, xc)
     return grad_a.to(dtype), grad_b.to(dtype)
 
@@ -202,7 +203,7 @@ def _lower_integrals(
     scale = delta * width
     out = m0 * scale, m1 * scale, m_log * scale
     if loop_dtype != out_dtype:
-        out = tuple(t.to(out_dtype) for t in out)
+        out = cast("tuple[Tensor, Tensor, Tensor]", tuple(t.to(out_dtype) for t in out))
     return out
 
 

@@ -25,6 +25,7 @@ for the series/normal-approximation split that TFP also uses.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import torch
 from torch import Tensor
@@ -165,15 +166,15 @@ def _terms(kappa: Tensor) -> tuple[int, int]:
     finite = kappa[kappa.isfinite()]
     if finite.numel() == 0:
         return 0, 0
-    low, high = torch.aminmax(finite)
-    low, high = float(low), float(high)
+    low_t, high_t = torch.aminmax(finite)
+    low, high = float(low_t), float(high_t)
     series = _series_length(min(high, _BLEND_HIGH)) if low < _BLEND_HIGH else 0
     asymptotic = _asymptotic_length(max(low, _BLEND_LOW)) if high > _BLEND_LOW else 0
     return series, asymptotic
 
 
 def _kernel(series_terms: int, asymptotic_terms: int):
-    def kernel(x: Tensor, kappa: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def kernel(x: Tensor, kappa: Tensor) -> Iterator[Tensor]:
         periods = torch.round(x / (2 * math.pi))
         x = x - 2 * math.pi * periods
         negative = torch.signbit(x)
