@@ -16,10 +16,10 @@ import argparse
 import functools
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.distributions import Bernoulli
 
+from stochgrad.data import load_dataset
 from stochgrad.estimators import REBAR, RELAX, DisARM, Estimator, LeaveOneOutBaseline, Reinforce
 from stochgrad.vae import (
     DistributionGenerativeModel,
@@ -66,8 +66,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    digits = torch.tensor(load_digits().data > 7, dtype=torch.float32)[torch.randperm(1797)]
-    train, test = digits[:1500], digits[1500:]
+    digits = load_dataset("digits")  # scikit-learn's 8x8 digits, grey levels in [0, 1]
+    train, test = (digits.train_images > 0.45).float(), (digits.test_images > 0.45).float()
     data_dim, latent_dim = train.shape[1], args.latents
 
     def mlp(inputs: int, outputs: int) -> nn.Module:

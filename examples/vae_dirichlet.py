@@ -18,11 +18,11 @@ from __future__ import annotations
 import argparse
 
 import torch
-from sklearn.datasets import load_digits
 from torch import nn
 from torch.distributions import Bernoulli
 
 import stochgrad.implicit as irt
+from stochgrad.data import load_dataset
 from stochgrad.vae import ELBO, IWAE, GenerativeModel, InferenceNetwork
 
 
@@ -93,8 +93,8 @@ def main() -> None:
     args = parser.parse_args()
 
     torch.manual_seed(args.seed)
-    digits = torch.tensor(load_digits().data > 7, dtype=torch.float32)[torch.randperm(1797)]
-    train, test = digits[:1500], digits[1500:]
+    digits = load_dataset("digits")  # scikit-learn's 8x8 digits, grey levels in [0, 1]
+    train, test = (digits.train_images > 0.45).float(), (digits.test_images > 0.45).float()
     inf_net = DirichletEncoder(train.shape[1], args.topics)
     gen_model = TopicDecoder(train.shape[1], args.topics)
     loss_fn = ELBO(inf_net, gen_model)  # closed-form KL(Dirichlet ‖ Dirichlet)
