@@ -23,7 +23,7 @@ from torch import Tensor
 from torch.distributions import constraints
 
 from stochgrad.special._autograd import gradient_only
-from stochgrad.special._quadrature import traced
+from stochgrad.special._quadrature import traced, working_dtype
 
 __all__ = [
     "attach_gradients",
@@ -31,8 +31,6 @@ __all__ = [
     "implicit_from_cdf",
     "needs_grad",
 ]
-
-_HALF = (torch.float16, torch.bfloat16)
 
 
 def needs_grad(*params: Tensor) -> bool:
@@ -110,7 +108,7 @@ def half_in_float32(method: Callable[..., Tensor]) -> Callable[..., Tensor]:
     def wrapper(self, *args, **kwargs):
         names = list(self.arg_constraints)
         dtype = getattr(self, names[0]).dtype
-        if dtype not in _HALF:
+        if working_dtype(dtype) == dtype:
             return method(self, *args, **kwargs)
         twin = type(self)(
             **{name: getattr(self, name).float() for name in names},

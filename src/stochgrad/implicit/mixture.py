@@ -27,6 +27,7 @@ from stochgrad.implicit._core import needs_grad
 from stochgrad.implicit.factorized import _coordinates, _tensors_of
 from stochgrad.pyro import PyroCompatible
 from stochgrad.special._autograd import gradient_only
+from stochgrad.special._quadrature import working_dtype
 
 __all__ = ["Mixture", "MixtureSameFamily"]
 
@@ -166,11 +167,6 @@ class _Coordinatewise:
             log_density, gradient = self.log_prob(value), None
         cdf = self.cdf(value)
         return log_density, cdf, (1 - cdf.detach()).clamp(0, 1), gradient
-
-
-def _working_dtype(dtype: torch.dtype) -> torch.dtype:
-    """Half inputs are computed in float32 (and cast back), as everywhere in the package."""
-    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def _log_joint(log_weights: Tensor, log_density: Tensor) -> Tensor:
@@ -445,7 +441,7 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         )
         if shape.numel() == 0:  # torch's Independent.log_prob cannot reshape an empty batch
             return torch.empty(shape, dtype=value.dtype, device=value.device)
-        work = _working_dtype(value.dtype)
+        work = working_dtype(value.dtype)
         components = self.component_distribution
         with _unvalidated(components):
             log_prob = components.log_prob(self._pad(value.to(work)))
@@ -481,7 +477,7 @@ class MixtureSameFamily(PyroCompatible, td.MixtureSameFamily):
         z = self.sample(sample_shape)
         if z.numel() == 0 or not needs_grad(*_tensors_of(self)):
             return z
-        work = _working_dtype(z.dtype)
+        work = working_dtype(z.dtype)
         log_weights = torch.log_softmax(self.mixture_distribution.logits.to(work), dim=-1)
         event_ndim = len(self.event_shape)
         flat = z.to(work).reshape(*z.shape[: z.dim() - event_ndim], self.event_shape.numel())
@@ -661,7 +657,7 @@ class Mixture(PyroCompatible, td.Distribution):
         if z.numel() == 0 or not needs_grad(*parameters):
             return z
         event_shape = self.event_shape
-        work = _working_dtype(z.dtype)
+        work = working_dtype(z.dtype)
         flat = z.to(work).reshape(*z.shape[: z.dim() - len(event_shape)], event_shape.numel())
 
         def pieces(x: Tensor, score: bool) -> tuple[Tensor, Tensor, Tensor, Tensor | None]:
@@ -686,7 +682,7 @@ class Mixture(PyroCompatible, td.Distribution):
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
             self._validate_sample(value)
-        work = _working_dtype(value.dtype)
+        work = working_dtype(value.dtype)
         log_prob = self._stacked(value.to(work), "log_prob")
         return torch.logsumexp(self.logits.to(work) + log_prob, -1).to(value.dtype)
 

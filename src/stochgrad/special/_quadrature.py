@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["blockwise", "gauss_legendre", "traced"]
+__all__ = ["blockwise", "gauss_legendre", "traced", "working_dtype"]
 
 
 @functools.cache
@@ -35,6 +35,12 @@ _MIN_CHUNK = 1 << 16
 
 def _chunk() -> int:
     return max(_MIN_CHUNK, torch.get_num_threads() << 16)
+
+
+def working_dtype(dtype: torch.dtype) -> torch.dtype:
+    """The dtype the package computes ``dtype`` inputs in: float16/bfloat16 in float32 (torch has
+    no half Gamma sampler on CPU, and half quadrature loses most digits), others as they are."""
+    return torch.float32 if dtype in (torch.float16, torch.bfloat16) else dtype
 
 
 def traced(*tensors: Tensor) -> bool:

@@ -35,7 +35,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.special import _native
-from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
+from stochgrad.special._quadrature import blockwise, gauss_legendre, traced, working_dtype
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
 
@@ -90,9 +90,7 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
     """
     a, log_x = (t.detach() for t in torch.broadcast_tensors(concentration, log_sample))
     dtype = a.dtype
-    work = dtype
-    if dtype in (torch.float16, torch.bfloat16):
-        work = torch.float32
+    work = working_dtype(dtype)
     if work == torch.float32 and torch.compiler.is_compiling():
         work = torch.float64
     if work != dtype:
