@@ -42,9 +42,11 @@ __all__ = ["Estimator"]
 Cost = Callable[[Any], Tensor]
 
 
-def _check_n_samples(n_samples: int, minimum: int = 1) -> int:
+def _check_n_samples(n_samples: int, minimum: int = 1, owner: str | None = None) -> int:
+    """``n_samples`` as an int, or a ``ValueError`` naming the minimum (and ``owner``)."""
     if isinstance(n_samples, bool) or int(n_samples) != n_samples or n_samples < minimum:
-        raise ValueError(f"n_samples must be an integer >= {minimum}, got {n_samples}")
+        where = f" for {owner}" if owner else ""
+        raise ValueError(f"n_samples must be an integer >= {minimum}{where}, got {n_samples}")
     return int(n_samples)
 
 

@@ -24,6 +24,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, kl_divergence
 
 from stochgrad.estimators import Estimator, Reinforce, gradient_only
+from stochgrad.estimators.base import _check_n_samples
 from stochgrad.vae import functional as F
 from stochgrad.vae.protocols import (
     GenerativeModelProtocol,
@@ -117,18 +118,9 @@ class VAELoss(nn.Module):
         n_samples: int = 1,
     ) -> None:
         super().__init__()
-        if (
-            isinstance(n_samples, bool)
-            or int(n_samples) != n_samples
-            or n_samples < self.min_samples
-        ):
-            raise ValueError(
-                f"n_samples must be an integer >= {self.min_samples} for {type(self).__name__}, "
-                f"got {n_samples}"
-            )
         self.inf_net = inf_net
         self.gen_model = gen_model
-        self.n_samples = int(n_samples)
+        self.n_samples = _check_n_samples(n_samples, self.min_samples, type(self).__name__)
         self.loss_history_: list[float] = []
         self.mean_log_p_: list[float] = []
         self.mean_log_q_: list[float] = []
