@@ -42,6 +42,7 @@ DATASETS = ("mnist5k", "digits", "mnist")
 # The split is part of the dataset's definition, so it has its own seed, unrelated to --seed.
 _SPLIT_SEED = 20180501
 _TEST_BINARIZATION_SEED = 1234
+_TRAIN_BINARIZATION_SEED = 4321  # static binarization (presets of published setups)
 
 _IDX_NAMES = {
     "train_images": "train-images-idx3-ubyte",
@@ -88,6 +89,12 @@ class Dataset:
         """The test images binarized once with a fixed generator (the same in every run)."""
         generator = torch.Generator().manual_seed(_TEST_BINARIZATION_SEED)
         return binarize(self.test_images, generator)
+
+    def binarized_train_images(self) -> Tensor:
+        """The training images binarized once with a fixed generator: static binarization
+        (Salakhutdinov & Murray, 2008), the same binary images in every run and epoch."""
+        generator = torch.Generator().manual_seed(_TRAIN_BINARIZATION_SEED)
+        return binarize(self.train_images, generator)
 
 
 def binarize(images: Tensor, generator: torch.Generator | None = None) -> Tensor:

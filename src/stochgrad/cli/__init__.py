@@ -1,4 +1,4 @@
-"""The ``stochgrad`` command line: ``train``, ``compare`` and ``bench``.
+"""The ``stochgrad`` command line: ``train``, ``compare``, ``bench`` and ``preset``.
 
 Bad arguments, impossible combinations and missing data end with one line on stderr
 (``stochgrad: error: ...``) and exit status 2, never a traceback. Without a command,
@@ -92,6 +92,10 @@ def _parser() -> argparse.ArgumentParser:
     )
     bench.add_argument("benchmark", choices=BENCHMARKS, help="which benchmark")
     bench.add_argument("options", nargs=argparse.REMAINDER, help="passed to the script")
+
+    from stochgrad.cli.presets import add_preset_parser
+
+    add_preset_parser(commands)
     return parser
 
 
@@ -130,6 +134,10 @@ def _run(args: argparse.Namespace) -> int:
         from stochgrad.cli.compare import compare_from_args
 
         return compare_from_args(args)
+    if args.command == "preset":
+        from stochgrad.cli.presets import preset_from_args
+
+        return preset_from_args(args)
     from stochgrad.cli.bench import run_benchmark
 
     return run_benchmark(args.benchmark, args.options)

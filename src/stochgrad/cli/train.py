@@ -13,6 +13,7 @@ objectives themselves.
 from __future__ import annotations
 
 import json
+import math
 import os
 import time
 from collections.abc import Callable
@@ -24,6 +25,7 @@ import torch
 import torch.distributed as dist
 from torch import Tensor, nn
 
+from stochgrad import estimators
 from stochgrad.cli.checkpoint import load_checkpoint, remove_stale_temporaries, save_atomic
 from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.cli.models import FAMILIES, VAE
@@ -52,7 +54,8 @@ _EVAL_SEED = 987654321
 # Settings that must match for --resume to continue the same run.
 _RUN_DEFINING = (
     "latent", "estimator", "dim", "batch_size", "lr", "seed", "data", "train_size",
-    "test_size", "samples", "temperature",
+    "test_size", "samples", "temperature", "hidden", "optimizer", "binarization", "anneal_rate",
+    "anneal_every", "steps",
 )  # fmt: skip
 
 
@@ -78,6 +81,13 @@ class TrainConfig:
     temperature: float = 0.5
     resume: bool = False
     progress: bool | None = None
+    # The settings of published setups (`stochgrad preset`); the defaults change nothing.
+    hidden: tuple[int, ...] | None = None  # encoder widths (decoder mirrors); None: (256, 128)
+    optimizer: str = "adam"  # or "sgd": SGD with momentum 0.9
+    steps: int | None = None  # stop after this many updates in all (replaces epochs)
+    binarization: str = "dynamic"  # or "static": the training images binarized once
+    anneal_rate: float = 0.0  # > 0: temperature max(temperature, exp(-rate t)), Jang et al.
+    anneal_every: int = 1  # t advances in multiples of this many steps
 
 
 _OPTIONS = ("epochs", "batch_size", "lr", "device", "data", "data_dir", "train_size",
@@ -120,6 +130,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     for name, rate in (("--lr", config.lr), ("--temperature", config.temperature)):
         if not rate > 0:
             raise UsageError(f"{name} must be > 0, got {rate}")
+    _check_schedule(config)
     if config.data not in DATASETS:
         raise UsageError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
     device = config.device
@@ -130,11 +141,64 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     return replace(config, estimator=estimator, dim=dim)
 
 
+def _check_schedule(config: TrainConfig) -> None:
+    checks = [
+        ("steps", config.steps is None or config.steps >= 1, ">= 1", config.steps),
+        ("hidden", config.hidden is None or all(w >= 1 for w in config.hidden), "widths >= 1",
+         config.hidden),
+        ("optimizer", config.optimizer in OPTIMIZERS, " or ".join(OPTIMIZERS), config.optimizer),
+        ("binarization", config.binarization in ("dynamic", "static"), "dynamic or static",
+         config.binarization),
+        ("anneal_rate", config.anneal_rate >= 0, ">= 0", config.anneal_rate),
+        ("anneal_every", config.anneal_every >= 1, ">= 1", config.anneal_every),
+    ]  # fmt: skip
+    for name, valid, allowed, value in checks:
+        if not valid:
+            raise UsageError(f"{name} must be {allowed}, got {value!r}")
+
+
+OPTIMIZERS = ("adam", "sgd")
+
+
+def make_optimizer(config: TrainConfig, parameters) -> torch.optim.Optimizer:
+    """Adam, or SGD with momentum 0.9 (``config.optimizer``), at ``config.lr``."""
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(parameters, lr=config.lr, momentum=0.9)
+    return torch.optim.Adam(parameters, lr=config.lr)
+
+
+def annealed_temperature(config: TrainConfig, step: int) -> float:
+    """Jang et al. (2017)'s schedule: max(temperature, exp(-rate t)) at ``step`` rounded down
+    to a multiple of ``anneal_every``; the fixed ``temperature`` when the rate is 0.
+
+    Example::
+
+        >>> config = TrainConfig(temperature=0.5, anneal_rate=1e-4, anneal_every=1000)
+        >>> annealed_temperature(config, 0), round(annealed_temperature(config, 2999), 4)
+        (1.0, 0.8187)
+    """
+    if config.anneal_rate == 0:
+        return config.temperature
+    held = step - step % config.anneal_every
+    return max(config.temperature, math.exp(-config.anneal_rate * held))
+
+
+def _set_temperature(step: _Step, temperature: float) -> None:
+    """Set the temperature of the relaxed samplers: ``gumbel``'s posterior, ``st``'s estimator."""
+    relaxed = getattr(step.vae, "relaxed_inf_net", None)
+    if relaxed is not None:
+        relaxed.temperature = temperature
+    for child in step.objective.modules():
+        if isinstance(child, estimators.GumbelStraightThrough):
+            child.temperature = temperature
+
+
 def build_vae(config: TrainConfig, num_pixels: int) -> VAE:
     """The model of a resolved ``config`` for images of ``num_pixels``."""
     family = FAMILIES[config.latent]
+    hidden = {} if config.hidden is None else {"hidden": tuple(config.hidden)}
     return VAE(family, cast(int, config.dim), num_pixels, cast(str, config.estimator),
-               temperature=config.temperature)  # fmt: skip
+               temperature=config.temperature, **hidden)  # fmt: skip
 
 
 class _Step(nn.Module):
@@ -248,7 +312,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             # The estimators average their own statistics; only the initial buffers are synced.
             forward_sync_buffers=False,
         )
-    optimizer = torch.optim.Adam(step.parameters(), lr=config.lr)
+    optimizer = make_optimizer(config, step.parameters())
     data_generator = torch.Generator().manual_seed(config.seed)
     torch.manual_seed(config.seed * 1_000_003 + rank)
     if device.type == "cuda":
@@ -271,15 +335,24 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
 
     test_images = dataset.binarized_test_images().to(device)
     train_images = dataset.train_images
+    if config.binarization == "static":  # re-binarizing 0/1 pixels below leaves them unchanged
+        train_images = dataset.binarized_train_images()
+    per_epoch = max(1, len(train_images) // config.batch_size)  # minibatches drops the last
+    epochs = config.epochs if config.steps is None else math.ceil(config.steps / per_epoch)
     log(
         f"train {config.latent}/{config.estimator} dim={config.dim} on {dataset.name} "
         f"({len(train_images)} train, {len(test_images)} test), {world_size} process(es)"
     )
-    for epoch in range(start_epoch + 1, config.epochs + 1):
+    for epoch in range(start_epoch + 1, epochs + 1):
         started = time.perf_counter()
         batches = minibatches(len(train_images), config.batch_size, data_generator)
+        first = (epoch - 1) * per_epoch  # the global number of this epoch's first step
+        if config.steps is not None:
+            batches = batches[: config.steps - first]
         total = torch.zeros(2, dtype=torch.float64)
-        for index in _progress(batches, config, rank, epoch):
+        for number, index in enumerate(_progress(batches, config, rank, epoch), first):
+            if config.anneal_rate > 0:
+                _set_temperature(step, annealed_temperature(config, number))
             images = binarize(train_images[index], data_generator)[rank::world_size].to(device)
             loss = model(images)
             if not torch.isfinite(loss):
@@ -295,6 +368,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch,
+            "steps": first + len(batches),
             "train_bound": (total[0] / total[1]).item(),
             "test_neg_elbo": _evaluate(vae, test_images, device, negative_elbo)
             if rank == 0
@@ -303,7 +377,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         }
         history.append(record)
         log(
-            f"epoch {epoch:3d}/{config.epochs}  train bound {record['train_bound']:9.3f}  "
+            f"epoch {epoch:3d}/{epochs}  train bound {record['train_bound']:9.3f}  "
             f"test -ELBO {record['test_neg_elbo']:9.3f}  {seconds:6.2f} s"
         )
         _save(checkpoint_path, step, optimizer, data_generator, history, config, rank,
