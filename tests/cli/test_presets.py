@@ -8,11 +8,11 @@ from dataclasses import fields
 
 import numpy as np
 import pytest
+from tests.cli.test_data import _write_idx
 
 from stochgrad.cli import main
 from stochgrad.cli.presets import PRESETS
 from stochgrad.cli.train import TrainConfig
-from tests.cli.test_data import _write_idx
 
 IDX_NAMES = {
     "x_train": "train-images-idx3-ubyte.gz",
@@ -64,6 +64,16 @@ def test_settings_and_numbers_match_the_paper(name):
     assert {row.estimator: row.value for row in preset.published} == PUBLISHED[name]
     for field, value in SETTINGS[name].items():
         assert getattr(preset.config, field) == value, field
+
+
+def test_learning_rates_are_from_the_papers_grids():
+    # Jang et al. §4: each estimator's from {3e-5, 1e-5, 3e-4, 1e-4, 3e-3, 1e-3};
+    # Yin & Zhou §4.1: from {5, 1, 0.5} x 1e-4.
+    grids = {"jang2017": {3e-5, 1e-5, 3e-4, 1e-4, 3e-3, 1e-3}, "yin2019": {5e-4, 1e-4, 5e-5}}
+    for name, grid in grids.items():
+        preset = PRESETS[name]
+        rates = {preset.config.lr if row.lr is None else row.lr for row in preset.published}
+        assert rates <= grid, rates - grid
 
 
 @pytest.mark.parametrize("name", sorted(PRESETS))

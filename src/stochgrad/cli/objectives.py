@@ -33,7 +33,14 @@ from stochgrad import estimators, vae
 from stochgrad.cli.models import VAE
 from stochgrad.vae import functional
 
-__all__ = ["ESTIMATORS", "Objective", "make_objective", "iwae_log_likelihood", "negative_elbo"]
+__all__ = [
+    "ESTIMATORS",
+    "Objective",
+    "iwae_log_likelihood",
+    "make_objective",
+    "negative_elbo",
+    "normalize_learning_signal",
+]
 
 
 class Objective(nn.Module):
@@ -148,3 +155,16 @@ def iwae_log_likelihood(
         log_p = model.gen_model(batch, latents).log_prob(batch, latents)
         total += functional.iwae_bound(inf_net.log_prob(latents), log_p).sum().item()
     return total / len(images)
+
+
+def normalize_learning_signal(objective: Objective) -> None:
+    """Give the score-function estimators of ``objective`` (``reinforce``, ``muprop``) NVIL's
+    variance normalisation: their moving-average baseline becomes an
+    :class:`~stochgrad.estimators.NVILBaseline` without a network, so the centred signal is also
+    divided by max(1, its running standard deviation) (Mnih & Gregor, 2014). Jang et al. (2017)
+    found this "necessary to obtain competitive performance for SF, DARN, and MuProp"."""
+    for module in objective.modules():
+        if isinstance(module, (estimators.Reinforce, estimators.MuProp)) and isinstance(
+            module.baseline, estimators.MovingAverageBaseline
+        ):
+            module.baseline = estimators.NVILBaseline(None, normalize=True)

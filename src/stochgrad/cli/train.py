@@ -36,6 +36,7 @@ from stochgrad.cli.objectives import (
     iwae_log_likelihood,
     make_objective,
     negative_elbo,
+    normalize_learning_signal,
 )
 from stochgrad.data import DATASETS, Dataset, binarize, load_dataset, minibatches
 
@@ -55,7 +56,7 @@ _EVAL_SEED = 987654321
 _RUN_DEFINING = (
     "latent", "estimator", "dim", "batch_size", "lr", "seed", "data", "train_size",
     "test_size", "samples", "temperature", "hidden", "optimizer", "binarization", "anneal_rate",
-    "anneal_every", "steps",
+    "anneal_every", "steps", "normalize_signal",
 )  # fmt: skip
 
 
@@ -88,6 +89,7 @@ class TrainConfig:
     binarization: str = "dynamic"  # or "static": the training images binarized once
     anneal_rate: float = 0.0  # > 0: temperature max(temperature, exp(-rate t)), Jang et al.
     anneal_every: int = 1  # t advances in multiples of this many steps
+    normalize_signal: bool = False  # reinforce/muprop: NVIL's variance normalisation
 
 
 _OPTIONS = ("epochs", "batch_size", "lr", "device", "data", "data_dir", "train_size",
@@ -303,6 +305,8 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     objective = make_objective(
         config.estimator, vae, dataset.num_pixels, config.samples, config.temperature
     )
+    if config.normalize_signal:
+        normalize_learning_signal(objective)
     step = _Step(vae, objective).to(device)
     model: nn.Module = step
     if world_size > 1:
