@@ -66,6 +66,21 @@ def test_binarization_is_dynamic_but_test_set_is_fixed():
     assert torch.equal(data.binarized_test_images(), data.binarized_test_images())
 
 
+def test_static_binarization_is_fixed_and_follows_the_grey_levels():
+    data = load_dataset("mnist5k")
+    binary = data.binarized_train_images()
+    assert torch.equal(binary, data.binarized_train_images())  # the same images every call
+    assert set(binary.unique().tolist()) == {0.0, 1.0}
+    assert not torch.equal(binary, data.binarized_test_images()[: len(binary)])
+    # The count of ones is a sum of independent Bernoulli(p_i): mean sum p_i, variance
+    # sum p_i (1 - p_i) (3.1M pixels, standard error 243 ones); tolerance 5 SE.
+    grey = data.train_images.double()
+    standard_error = (grey * (1 - grey)).sum().sqrt()
+    assert abs(binary.sum() - grey.sum()) < 5 * standard_error
+    # twin: the same check rejects a binarization at the wrong level (p = 1.01 x grey)
+    assert abs(binary.sum() - 1.01 * grey.sum()) > 5 * standard_error
+
+
 def test_minibatches_cover_every_example_once():
     batches = minibatches(103, 10, torch.Generator().manual_seed(0), drop_last=False)
     assert sorted(torch.cat(batches).tolist()) == list(range(103))
