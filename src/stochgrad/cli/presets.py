@@ -290,7 +290,8 @@ def run_preset(
 
 def preset_table(preset: Preset, rows: list[Published], results: list[dict[str, Any]]) -> str:
     """Markdown table: each estimator's published number beside ours (−log p(x) from the
-    K-sample bound), our test −ELBO, the steps trained and the measured seconds per step."""
+    K-sample bound), our test −ELBO, the steps trained and the measured seconds per step; then
+    the preset's known differences from the paper."""
     iwae = {result["config"]["iwae_samples"] for result in results}
     header = ", ".join(f"K={k}" for k in sorted(iwae))
     lines = [
@@ -310,6 +311,7 @@ def preset_table(preset: Preset, rows: list[Published], results: list[dict[str, 
             f"{-result['test_iwae_ll']:.1f} | {result['test_neg_elbo']:.1f} | {steps:,} | "
             f"{per_step:.4f} |"
         )
+    lines += ["", "Differences from the paper:", *(f"- {note}" for note in preset.differences)]
     return "\n".join(lines)
 
 
