@@ -45,7 +45,7 @@ def test_steps_end_training_inside_an_epoch(tmp_path):
     config = TrainConfig(latent="bernoulli", estimator="arm", dim=8, steps=13, out=str(tmp_path),
                          **TINY)  # fmt: skip
     result = train(config, log=_quiet)
-    assert [record["steps"] for record in result["history"]] == [10, 13]
+    assert [record["step"] for record in result["history"]] == [10, 13]
     state = load_checkpoint(tmp_path / "checkpoint.pt")["optimizer"]["state"]
     assert {int(param_state["step"]) for param_state in state.values()} == {13}
 

@@ -305,7 +305,7 @@ def preset_table(preset: Preset, rows: list[Published], results: list[dict[str, 
     ]
     for row, result in zip(rows, results, strict=True):
         history = result["history"]
-        steps = history[-1]["steps"] if history else 0
+        steps = history[-1]["step"] if history else 0
         seconds = sum(record["seconds"] for record in history)
         per_step = seconds / steps if steps else math.nan
         lines.append(

@@ -372,7 +372,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         seconds = time.perf_counter() - started
         record = {
             "epoch": epoch,
-            "steps": first + len(batches),
+            "step": first + len(batches),  # updates so far
             "train_bound": (total[0] / total[1]).item(),
             "test_neg_elbo": _evaluate(vae, test_images, device, negative_elbo)
             if rank == 0
