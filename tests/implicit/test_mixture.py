@@ -212,8 +212,9 @@ def test_normal_closed_form_matches_the_generic_coordinatewise_path():
     z = mix.sample((64,))
     log_weights = torch.log_softmax(logits, -1)
     with torch.no_grad():
-        twice_offset, score, _, density = mixture_module._normal_pieces(z, log_weights, loc, scale)
-    fast = mixture_module._normal_jacobian(twice_offset, score, density)
+        pieces = mixture_module._normal_pieces(z, log_weights, loc, scale)
+    weighted_offset, score, _, density = pieces
+    fast = mixture_module._normal_jacobian(weighted_offset, score, density)
     coordinates = mixture_module._Coordinatewise(td.Independent(td.Normal(loc, scale), 1))
     generic = mixture_module._factorized_transform(z, log_weights, coordinates.pieces)
     torch.testing.assert_close(fast, generic[1], rtol=1e-10, atol=1e-12)
