@@ -6,13 +6,13 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import broadcast_all
 
 from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
     binary_concrete_log_prob,
+    broadcast_given,
     logistic_like,
 )
 
@@ -60,8 +60,10 @@ class HardConcrete(PyroCompatible, Distribution):
         *,
         validate_args: bool | None = None,
     ) -> None:
-        self.alpha, self.beta, self.xi, self.gamma = broadcast_all(alpha, beta, xi, gamma)
-        super().__init__(self.alpha.shape, validate_args=validate_args)
+        broadcast, self._given = broadcast_given(alpha, beta, xi, gamma)
+        self.alpha, self.beta, self.xi, self.gamma = self._given  # validated as given
+        super().__init__(broadcast[0].shape, validate_args=validate_args)
+        self.alpha, self.beta, self.xi, self.gamma = broadcast
 
     def expand(
         self, batch_shape: SampleShape, _instance: HardConcrete | None = None
@@ -70,6 +72,7 @@ class HardConcrete(PyroCompatible, Distribution):
         batch_shape = torch.Size(batch_shape)
         for name in ("alpha", "beta", "xi", "gamma"):
             setattr(new, name, getattr(self, name).expand(batch_shape))
+        new._given = self._given
         super(HardConcrete, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -85,9 +88,9 @@ class HardConcrete(PyroCompatible, Distribution):
 
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        noise = logistic_like(shape, self.alpha)
-        s = torch.sigmoid((self.alpha.log() + noise) / self.beta)
-        return torch.clamp(self.gamma + (self.xi - self.gamma) * s, 0.0, 1.0)
+        alpha, beta, xi, gamma = self._given
+        s = torch.sigmoid(logistic_like(shape, self.alpha).add_(alpha.log()) * beta.reciprocal())
+        return torch.clamp(gamma + (xi - gamma) * s, 0.0, 1.0)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:
