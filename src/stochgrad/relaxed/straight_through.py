@@ -37,7 +37,7 @@ class StraightThroughBernoulli(PyroCompatible, Bernoulli):
 
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         probs = self.probs.expand(self._extended_shape(sample_shape))
-        return torch.bernoulli(probs.detach()) + gradient_only(probs)
+        return torch.bernoulli(probs.detach()).add_(gradient_only(probs))
 
 
 class StochasticTimesSmooth(PyroCompatible, Bernoulli):
