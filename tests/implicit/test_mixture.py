@@ -183,19 +183,72 @@ def test_mixture_jacobian_matches_dense_finite_differences(case):
     torch.testing.assert_close(autograd, finite, rtol=1e-6, atol=1e-7)
 
 
+def _generic_normal_rsample(mix, z):
+    """``z`` with the gradient of the generic coordinatewise path (through ``Normal.cdf``)."""
+    components = mix.component_distribution
+    log_weights = torch.log_softmax(mix.mixture_distribution.logits, -1)
+    coordinates = mixture_module._Coordinatewise(components)
+    flat = z.reshape(*z.shape[: z.dim() - len(mix.event_shape)], -1)
+    transform = mix._factorized_transform(flat, log_weights, coordinates)
+    return mixture_module._implicit_solve(flat, *transform).reshape(z.shape)
+
+
+def _projected_gradients(z, params, seed=1):
+    """``∂(z · w)/∂θ`` for two fixed random projections ``w``."""
+    gen = torch.Generator().manual_seed(seed)
+    grads = []
+    for _ in range(2):
+        w = torch.randn(z.shape, dtype=z.dtype, generator=gen)
+        grads += torch.autograd.grad((z * w).sum(), params, retain_graph=True)
+    return grads
+
+
 def test_normal_closed_form_matches_the_generic_coordinatewise_path():
-    """The diagonal-Gaussian fast path and the generic one (through ``cdf``) agree."""
+    """The diagonal-Gaussian fast path and the generic one (through ``cdf``) agree: the same
+    Jacobian ``∂u/∂z``, and so (one solve further) the same ``dz/dθ``."""
     torch.manual_seed(0)
     logits, loc, scale = (p.clone().requires_grad_() for p in (LOGITS, LOC, COV_DIAG.sqrt()))
-    z = diagonal_mixture(logits, loc, scale).sample((64,))
+    mix = diagonal_mixture(logits, loc, scale)
+    z = mix.sample((64,))
     log_weights = torch.log_softmax(logits, -1)
-    fast = mixture_module._normal_transform(z, log_weights, loc, scale)
+    with torch.no_grad():
+        pieces = mixture_module._normal_pieces(z, log_weights, loc, scale)
+    weighted_offset, score, _, density = pieces
+    fast = mixture_module._normal_jacobian(weighted_offset, score, density)
     coordinates = mixture_module._Coordinatewise(td.Independent(td.Normal(loc, scale), 1))
     generic = mixture_module._factorized_transform(z, log_weights, coordinates.pieces)
-    torch.testing.assert_close(fast[1], generic[1], rtol=1e-10, atol=1e-12)
+    torch.testing.assert_close(fast, generic[1], rtol=1e-10, atol=1e-12)
+    torch.manual_seed(1)
+    fused = mix.rsample((64,))
     grads = [
-        torch.autograd.grad(u.sum(), (logits, loc, scale), retain_graph=True)
-        for u in (fast[0], generic[0])
+        _projected_gradients(draw, (logits, loc, scale))
+        for draw in (fused, _generic_normal_rsample(mix, fused.detach()))
+    ]
+    for a, b in zip(*grads, strict=True):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize(
+    "batch_shape, sample_shape, dim",
+    [((), (37,), 5), ((3,), (11, 2), 4), ((2,), (), 3), ((), (23,), 1)],
+)
+def test_chunked_normal_path_matches_the_generic_path(monkeypatch, batch_shape, sample_shape, dim):
+    """The fused diagonal-Gaussian gradient, split into many uneven chunks of samples, equals the
+    generic path's for batched components, sample shapes, and univariate events."""
+    monkeypatch.setattr(mixture_module, "_CHUNK_ELEMENTS", 1)  # one sample row per chunk
+    gen = torch.Generator().manual_seed(4)
+    logits = torch.randn(*batch_shape, 3, dtype=DTYPE, generator=gen).requires_grad_()
+    loc = torch.randn(*batch_shape, 3, dim, dtype=DTYPE, generator=gen).requires_grad_()
+    scale = (0.5 + torch.rand(*batch_shape, 3, dim, dtype=DTYPE, generator=gen)).requires_grad_()
+    if dim > 1:
+        components = td.Independent(td.Normal(loc, scale), 1)
+    else:
+        components = td.Normal(loc.squeeze(-1), scale.squeeze(-1))
+    mix = irt.MixtureSameFamily(td.Categorical(logits=logits), components)
+    fused = mix.rsample(sample_shape)
+    grads = [
+        _projected_gradients(draw, (logits, loc, scale))
+        for draw in (fused, _generic_normal_rsample(mix, fused.detach()))
     ]
     for a, b in zip(*grads, strict=True):
         torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)

@@ -95,7 +95,7 @@ class GaussianRelaxedBernoulli(PyroCompatible, Distribution):
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
         eps = torch.randn(shape, dtype=self.loc.dtype, device=self.loc.device)
-        return torch.clamp(self.loc + self.scale * eps, 0.0, 1.0)
+        return torch.addcmul(self.loc, self.scale, eps).clamp(0.0, 1.0)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

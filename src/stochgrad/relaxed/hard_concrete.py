@@ -2,21 +2,72 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor
+from torch.autograd.function import once_differentiable
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import broadcast_all
 
 from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
     binary_concrete_log_prob,
+    broadcast_given,
     logistic_like,
 )
 
 __all__ = ["HardConcrete"]
+
+
+def _reduce(a: Tensor, b: Tensor, shape: torch.Size) -> Tensor:
+    """``a * b`` summed down to ``shape`` (a dot product, no temporary, for scalars)."""
+    if shape.numel() == 1 and a.shape == b.shape:
+        return torch.dot(a.reshape(-1), b.reshape(-1)).reshape(shape)
+    return (a * b).sum_to_size(shape)
+
+
+class _StretchedGate(torch.autograd.Function):
+    """``z = clamp(gamma + (xi - gamma) s, 0, 1)``, ``s = sigmoid(x)``, ``x = (log alpha + L) /
+    beta``.
+
+    Forward in place over the noise ``L``; backward in closed form, with ``g`` the incoming
+    gradient where ``0 < z < 1`` and ``h = g (xi - gamma) s (1 - s)``: ``dxi = Σ g s``,
+    ``dgamma = Σ g (1 - s)``, ``dalpha = h / (beta alpha)``, ``dbeta = -Σ h x / beta``. Half
+    the full-size temporaries of autograd's graph, and no full-size gradient of a scalar.
+    """
+
+    @staticmethod
+    def forward(
+        ctx: Any, noise: Tensor, alpha: Tensor, beta: Tensor, xi: Tensor, gamma: Tensor
+    ) -> Tensor:
+        logit = noise.add_(alpha.log()).mul_(beta.reciprocal())
+        s = torch.sigmoid(logit)
+        z = torch.addcmul(gamma, s, xi - gamma).clamp_(0.0, 1.0)
+        ctx.save_for_backward(logit, s, z, alpha, beta, xi, gamma)
+        return z
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx: Any, grad: Tensor) -> tuple[Tensor | None, ...]:
+        logit, s, z, alpha, beta, xi, gamma = ctx.saved_tensors
+        _, need_alpha, need_beta, need_xi, need_gamma = ctx.needs_input_grad
+        inside = torch.where(z.gt(0).logical_and_(z.lt(1)), grad, 0.0)
+        grad_alpha = grad_beta = grad_xi = grad_gamma = None
+        if need_xi or need_gamma:
+            weighted = _reduce(inside, s, torch.broadcast_shapes(xi.shape, gamma.shape))
+            grad_xi = weighted.sum_to_size(xi.shape) if need_xi else None
+            if need_gamma:
+                grad_gamma = inside.sum_to_size(gamma.shape) - weighted.sum_to_size(gamma.shape)
+        if need_alpha or need_beta:
+            slope = torch.addcmul(s, s, s, value=-1).mul_(inside).mul_(xi - gamma)
+            if need_beta:
+                grad_beta = -_reduce(slope, logit, beta.shape) / beta
+            if need_alpha:
+                grad_alpha = slope.div_(beta).div_(alpha).sum_to_size(alpha.shape)
+        return None, grad_alpha, grad_beta, grad_xi, grad_gamma
 
 
 class HardConcrete(PyroCompatible, Distribution):
@@ -60,8 +111,10 @@ class HardConcrete(PyroCompatible, Distribution):
         *,
         validate_args: bool | None = None,
     ) -> None:
-        self.alpha, self.beta, self.xi, self.gamma = broadcast_all(alpha, beta, xi, gamma)
-        super().__init__(self.alpha.shape, validate_args=validate_args)
+        broadcast, self._given = broadcast_given(alpha, beta, xi, gamma)
+        self.alpha, self.beta, self.xi, self.gamma = self._given  # validated as given
+        super().__init__(broadcast[0].shape, validate_args=validate_args)
+        self.alpha, self.beta, self.xi, self.gamma = broadcast
 
     def expand(
         self, batch_shape: SampleShape, _instance: HardConcrete | None = None
@@ -70,6 +123,7 @@ class HardConcrete(PyroCompatible, Distribution):
         batch_shape = torch.Size(batch_shape)
         for name in ("alpha", "beta", "xi", "gamma"):
             setattr(new, name, getattr(self, name).expand(batch_shape))
+        new._given = self._given
         super(HardConcrete, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
@@ -85,9 +139,7 @@ class HardConcrete(PyroCompatible, Distribution):
 
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        noise = logistic_like(shape, self.alpha)
-        s = torch.sigmoid((self.alpha.log() + noise) / self.beta)
-        return torch.clamp(self.gamma + (self.xi - self.gamma) * s, 0.0, 1.0)
+        return _StretchedGate.apply(logistic_like(shape, self.alpha), *self._given)
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

@@ -7,13 +7,14 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 from torch.distributions import Distribution, constraints
-from torch.distributions.utils import broadcast_all, clamp_probs
+from torch.distributions.utils import clamp_probs
 
 from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import (
     EMPTY_SHAPE,
     PyroCompatible,
     binary_concrete_log_prob,
+    broadcast_given,
     conditional_logistic,
     logistic_like,
     open_unit_interval,
@@ -64,8 +65,10 @@ class RebarRelaxation(PyroCompatible, Distribution):
     def __init__(
         self, theta: Tensor | float, lambd: Tensor | float, *, validate_args: bool | None = None
     ) -> None:
-        self.theta, self.lambd = broadcast_all(theta, lambd)
-        super().__init__(self.theta.shape, validate_args=validate_args)
+        broadcast, self._given = broadcast_given(theta, lambd)
+        self.theta, self.lambd = self._given  # validated as given
+        super().__init__(broadcast[0].shape, validate_args=validate_args)
+        self.theta, self.lambd = broadcast
 
     def expand(
         self, batch_shape: SampleShape, _instance: RebarRelaxation | None = None
@@ -74,30 +77,36 @@ class RebarRelaxation(PyroCompatible, Distribution):
         batch_shape = torch.Size(batch_shape)
         new.theta = self.theta.expand(batch_shape)
         new.lambd = self.lambd.expand(batch_shape)
+        new._given = self._given
         super(RebarRelaxation, new).__init__(batch_shape, validate_args=False)
         new._validate_args = self._validate_args
         return new
 
     @property
     def _logit(self) -> Tensor:
-        return self.theta.log() - (-self.theta).log1p()
+        return torch.logit(self.theta)
+
+    def _logistic(self, sample_shape: SampleShape) -> Tensor:
+        """``z = logit theta + L``, ``L ~ Logistic(0, 1)``, of the extended shape."""
+        theta, _ = self._given
+        return logistic_like(self._extended_shape(sample_shape), self.theta).add_(theta.logit())
+
+    def _relax(self, z: Tensor) -> Tensor:
+        return clamp_probs(torch.sigmoid(z * self._given[1].reciprocal()))
 
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
-        z = self._logit + logistic_like(self._extended_shape(sample_shape), self.theta)
-        return clamp_probs(torch.sigmoid(z / self.lambd))
+        return self._relax(self._logistic(sample_shape))
 
     def conditional_rsample(self, hard: Tensor) -> Tensor:
         """``sigmoid(z~ / lambd)``, ``z~ ~ p(z | H(z) = hard)``, reparameterized in ``theta``."""
         shape = torch.broadcast_shapes(hard.shape, self.batch_shape)
-        z = conditional_logistic(self._logit, hard, uniform_like(shape, self.theta))
-        return clamp_probs(torch.sigmoid(z / self.lambd))
+        return self._relax(conditional_logistic(self._logit, hard, uniform_like(shape, self.theta)))
 
     def rsample_rebar(self, sample_shape: SampleShape = EMPTY_SHAPE) -> RebarSample:
         """Draw ``(hard, relaxed, conditional)`` as REBAR and RELAX use them."""
-        z = self._logit + logistic_like(self._extended_shape(sample_shape), self.theta)
+        z = self._logistic(sample_shape)
         hard = (z > 0).to(z.dtype).detach()
-        relaxed = clamp_probs(torch.sigmoid(z / self.lambd))
-        return RebarSample(hard, relaxed, self.conditional_rsample(hard))
+        return RebarSample(hard, self._relax(z), self.conditional_rsample(hard))
 
     def log_prob(self, value: Tensor) -> Tensor:
         if self._validate_args:

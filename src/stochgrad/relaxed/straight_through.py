@@ -5,7 +5,6 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 from torch.distributions import Bernoulli
-from torch.distributions.utils import clamp_probs
 
 from stochgrad._typing import SampleShape
 from stochgrad.relaxed._utils import EMPTY_SHAPE, PyroCompatible
@@ -38,7 +37,7 @@ class StraightThroughBernoulli(PyroCompatible, Bernoulli):
 
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         probs = self.probs.expand(self._extended_shape(sample_shape))
-        return torch.bernoulli(probs.detach()) + gradient_only(probs)
+        return torch.bernoulli(probs.detach()).add_(gradient_only(probs))
 
 
 class StochasticTimesSmooth(PyroCompatible, Bernoulli):
@@ -65,10 +64,13 @@ class StochasticTimesSmooth(PyroCompatible, Bernoulli):
 
     def rsample(self, sample_shape: SampleShape = EMPTY_SHAPE) -> Tensor:
         shape = self._extended_shape(sample_shape)
-        probs = clamp_probs(self.probs).expand(shape)
-        smooth = probs.sqrt()
+        probs = self.probs
+        # + tiny: at p = 0 (where g = 0) d sqrt(p) stays finite, so g d sqrt(p) = 0, not nan;
+        # it moves sqrt(p) only for p below ~1e-30 (float32), and costs no backward pass
+        smooth = torch.add(probs, torch.finfo(probs.dtype).tiny).sqrt_()
         # One uniform gives the pair (g, b = g c) its exact joint law: b = 1[u < p] implies
         # g = 1[u < sqrt p], and P(g = 1, b = 0) = sqrt p - p = sqrt p (1 - sqrt p).
         u = torch.rand(shape, dtype=probs.dtype, device=probs.device)
-        gate = (u < smooth.detach()).to(probs.dtype)
-        return gate * ((u < probs.detach()).to(probs.dtype) + gradient_only(smooth))
+        gate = u < smooth.detach()
+        # b in value (g b = b), g d(sqrt p) in gradient; b is written over u, in place
+        return u.lt_(probs.detach()).add_(gradient_only(smooth) * gate)
