@@ -345,7 +345,10 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         }
         for key in ("test_neg_elbo", "test_iwae_ll"):
             if not math.isfinite(result[key]):
-                raise _diverged(f"the final {key} became {result[key]}", "the final evaluation")
+                raise _diverged(
+                    f"the final {key} became {result[key]}",
+                    f"the evaluation after epoch {config.epochs}",
+                )
         out.mkdir(parents=True, exist_ok=True)
         (out / METRICS_NAME).write_text(to_json(result))
         log(
@@ -362,17 +365,21 @@ def _diverged(what: str, where: str) -> TrainingError:
     )
 
 
+# How torch reports non-finite values: a distribution's validate_args (ValueError) and
+# sampling from NaN probabilities (RuntimeError).
+_NON_FINITE_MESSAGES = ("but found invalid values", "contains either `inf`, `nan`")
+
+
 def _forward(model: nn.Module, step: _Step, images: Tensor, where: str) -> Tensor:
-    """The training loss; a distribution rejecting non-finite parameters means divergence."""
+    """The training loss; torch rejecting non-finite values on the way means divergence."""
     try:
         return model(images)
-    except ValueError as error:
-        weights = [parameter.detach() for parameter in step.parameters()]
-        if all(torch.isfinite(weight).all() for weight in weights) and (
-            "invalid values" not in str(error)
-        ):
+    except (ValueError, RuntimeError) as error:
+        message = str(error)
+        weights_finite = all(torch.isfinite(p.detach()).all() for p in step.parameters())
+        if weights_finite and not any(marker in message for marker in _NON_FINITE_MESSAGES):
             raise
-        first = str(error).splitlines()[0].split(": tensor(")[0]
+        first = message.splitlines()[0].split(": tensor(")[0].rstrip(":")
         raise _diverged(f"a non-finite value reached the model ({first})", where) from None
 
 
