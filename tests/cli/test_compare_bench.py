@@ -1,10 +1,12 @@
 """stochgrad compare (grid, tables, figures, reuse of finished runs) and stochgrad bench."""
 
 import csv
+import json
 
 import pytest
 
 from stochgrad.cli import bench, main
+from stochgrad.cli.checkpoint import load_checkpoint
 from stochgrad.cli.compare import grid
 from stochgrad.cli.errors import UsageError
 
@@ -117,3 +119,47 @@ def test_bench_finds_every_script_of_this_checkout():
 def test_bench_rejects_an_unknown_benchmark(capsys):
     assert main(["bench", "speed"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def _tiny_compare(out, epochs, *extra):
+    return ["compare", "--data", "digits", "--train-size", "40", "--test-size", "20",
+            "--batch-size", "20", "--iwae-samples", "2", "--latents", "normal",
+            "--estimators", "implicit", "--dims", "2", "--seeds", "0", "--jobs", "1",
+            "--no-figures", "--no-progress", "--epochs", str(epochs), "--out", str(out),
+            *extra]  # fmt: skip
+
+
+def _curve(metrics):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in metrics["history"]]
+
+
+def test_compare_reuses_a_run_only_when_its_whole_configuration_matches(tmp_path, capsys):
+    run = tmp_path / "runs" / "normal-implicit-d2-s0"
+    assert main(_tiny_compare(tmp_path, 2)) == 0
+    two_epochs = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    # Fewer epochs: the 2-epoch model must not be reported as a 1-epoch one.
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    printed = capsys.readouterr().out
+    assert "0 finished run(s) reused, 1 to train" in printed
+    assert "retraining normal-implicit-d2-s0" in printed and "more than --epochs 1" in printed
+    one_epoch = json.loads((run / "metrics.json").read_text())
+    assert one_epoch["config"]["epochs"] == len(one_epoch["history"]) == 1
+    assert _curve(one_epoch)[0] == _curve(two_epochs)[0]  # the same first epoch, retrained
+    with open(tmp_path / "runs.csv") as handle:
+        assert [row["epochs"] for row in csv.DictReader(handle)] == ["1"]
+    # More epochs continue the 1-epoch run exactly; the same epochs again reuse it.
+    assert main(_tiny_compare(tmp_path, 2)) == 0
+    assert _curve(json.loads((run / "metrics.json").read_text())) == _curve(two_epochs)
+    assert main(_tiny_compare(tmp_path, 2)) == 0
+    assert "1 finished run(s) reused, 0 to train" in capsys.readouterr().out
+
+
+def test_compare_retrains_a_run_with_a_damaged_checkpoint(tmp_path, capsys):
+    run = tmp_path / "runs" / "normal-implicit-d2-s0"
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    (run / "checkpoint.pt").write_bytes(b"")
+    capsys.readouterr()
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    assert "retraining normal-implicit-d2-s0" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1

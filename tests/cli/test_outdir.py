@@ -87,9 +87,9 @@ def test_out_must_be_a_writable_folder_before_training(tmp_path, capsys, monkeyp
     }[where]
 
     def no_training(*args, **kwargs):
-        raise AssertionError("the data was loaded: --out was not checked first")
+        raise AssertionError("a model was built: --out was not checked first")
 
-    monkeypatch.setattr(train_module, "load_dataset", no_training)
+    monkeypatch.setattr(train_module, "build_vae", no_training)
     assert _train(out, "--epochs", "1") == 2
     _one_error_line(capsys, f"--out {str(out)!r}")
 

@@ -144,12 +144,12 @@ def compare(
         resolve_config(replace(base, latent=latent, estimator=estimator, dim=dim, seed=seed))
         for latent, estimator, dim, seed in runs
     ]
-    with locked(out):  # the lock on OUT covers every run folder below it
-        return _compare(configs, base, out, figures, jobs, log, started)
-
-
-def _compare(configs, base, out, figures, jobs, log, started) -> list[dict[str, Any]]:
     dataset = load_dataset(base.data, base.data_dir)
+    with locked(out):  # the lock on OUT covers every run folder below it
+        return _compare(configs, dataset, base, out, figures, jobs, log, started)
+
+
+def _compare(configs, dataset, base, out, figures, jobs, log, started) -> list[dict[str, Any]]:
     log(f"compare: {len(configs)} runs on {base.data}, results in {out}")
     configs = [replace(config, out=str(out / "runs" / _run_name(config))) for config in configs]
     planned = [_plan(config, dataset, log) for config in configs]

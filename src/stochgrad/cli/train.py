@@ -226,6 +226,8 @@ def train(
     ``test_neg_elbo``, ``test_iwae_ll`` and ``seconds_per_epoch``.
     """
     config = resolve_config(config)
+    if dataset is None:  # before the output folder is touched: bad data writes nothing
+        dataset = load_dataset(config.data, config.data_dir)
     rank, world_size, owns_group = _distributed(config.device)
     try:
         # Rank 0 owns the folder: it alone writes the checkpoint and the metrics.
@@ -239,8 +241,6 @@ def train(
 
 def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     device = _rank_device(config.device, world_size)
-    if dataset is None:
-        dataset = load_dataset(config.data, config.data_dir)
     dataset = dataset.subset(config.train_size, config.test_size)
     if config.batch_size % world_size:
         raise UsageError(
