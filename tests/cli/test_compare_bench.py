@@ -1,7 +1,14 @@
 """stochgrad compare (grid, tables, figures, reuse of finished runs) and stochgrad bench."""
 
+import contextlib
 import csv
 import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
@@ -163,3 +170,62 @@ def test_compare_retrains_a_run_with_a_damaged_checkpoint(tmp_path, capsys):
     assert main(_tiny_compare(tmp_path, 1)) == 0
     assert "retraining normal-implicit-d2-s0" in capsys.readouterr().out
     assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+
+def _children(pid):
+    """Pids of the live (not zombie) processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_on_compare_takes_its_workers_along(tmp_path):
+    argv = [
+        sys.executable,
+        "-m",
+        "stochgrad",
+        *_tiny_compare(tmp_path, 1000, "--jobs", "2", "--seeds", "0,1"),
+    ]
+    logs = [tmp_path / "runs" / f"normal-implicit-d2-s{seed}" / "train.log" for seed in (0, 1)]
+    workers: list[int] = []
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as parent:
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not all(log.exists() for log in logs):
+                assert parent.poll() is None, "compare ended before its workers started"
+                time.sleep(0.05)
+            workers = [pid for pid in _children(parent.pid) if _alive(pid)]
+            assert len(workers) >= 2, workers
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(map(_alive, workers)):
+                time.sleep(0.05)
+            survivors = [
+                (pid, Path(f"/proc/{pid}/cmdline").read_text()[:120])
+                for pid in workers
+                if _alive(pid)
+            ]
+            assert not survivors, survivors
+        finally:
+            for pid in workers:  # on failure, do not leave the orphans running
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
