@@ -229,3 +229,15 @@ def test_kill_9_on_compare_takes_its_workers_along(tmp_path):
             for pid in workers:  # on failure, do not leave the orphans running
                 with contextlib.suppress(ProcessLookupError):
                     os.kill(pid, signal.SIGKILL)
+
+
+def test_compare_does_not_reuse_metrics_with_more_epochs_than_their_config(tmp_path, capsys):
+    """What the earlier release left behind (2 epochs of history under epochs=1) is redone."""
+    metrics_path = tmp_path / "runs" / "normal-implicit-d2-s0" / "metrics.json"
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**metrics, "history": metrics["history"] * 2}))
+    capsys.readouterr()
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    assert "0 finished run(s) reused, 1 to train" in capsys.readouterr().out
+    assert len(json.loads(metrics_path.read_text())["history"]) == 1

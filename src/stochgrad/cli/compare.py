@@ -270,7 +270,10 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
         return None
     if any(metrics["config"].get(key) != value for key, value in wanted.items() if key != "out"):
         return None
-    if state["epoch"] != config.epochs or len(metrics.get("history", ())) != config.epochs:
+    # The checkpoint is the model the metrics describe, trained for at most --epochs (an
+    # earlier release could write more history than its config said).
+    epochs_done = len(metrics.get("history", ()))
+    if state["epoch"] != epochs_done or epochs_done > config.epochs:
         return None
     state = state["model"]
     data = dataset.subset(config.train_size, config.test_size)
