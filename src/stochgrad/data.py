@@ -28,12 +28,16 @@ from __future__ import annotations
 import functools
 import gzip
 import struct
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import numpy as np
 import torch
 from torch import Tensor
+
+if TYPE_CHECKING:  # numpy is in the cli extra: imported where a dataset is read
+    import numpy as np
 
 __all__ = ["DATASETS", "DataError", "Dataset", "binarize", "load_dataset", "minibatches"]
 
@@ -138,6 +142,8 @@ def load_dataset(name: str = "mnist5k", data_dir: str | Path | None = None) -> D
 
 def _stratified_split(labels: np.ndarray, test_fraction: float) -> tuple[np.ndarray, np.ndarray]:
     """Shuffled train and test indices with ``test_fraction`` of every class in the test split."""
+    import numpy as np
+
     rng = np.random.default_rng(_SPLIT_SEED)
     train, test = [], []
     for label in np.unique(labels):
@@ -212,6 +218,8 @@ def _load_full_mnist(data_dir) -> Dataset:
 
 
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
+    import numpy as np
+
     try:
         archive = np.load(path, allow_pickle=False)
     except (OSError, ValueError) as error:
@@ -227,13 +235,20 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
 
 def _read_idx(path: Path) -> np.ndarray:
     """Read an IDX file (LeCun's MNIST format): magic, dims as big-endian int32, then uint8."""
+    import numpy as np
+
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as handle:
-        data = handle.read()
+    try:
+        with opener(path, "rb") as handle:
+            data = handle.read()
+    except (OSError, EOFError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        raise DataError(f"{str(path)!r} cannot be read: {error}") from None
     if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
         raise DataError(f"{str(path)!r} is not an unsigned-byte IDX file")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise DataError(f"{str(path)!r} is truncated inside its IDX header")
     shape = struct.unpack(f">{ndim}i", data[4:header])
     expected = int(np.prod(shape))
     if len(data) - header != expected:
@@ -241,14 +256,43 @@ def _read_idx(path: Path) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=header).reshape(shape).copy()
 
 
-def _from_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
-    def images(array: np.ndarray) -> Tensor:
-        if array.ndim != 3 or array.shape[1:] != (28, 28):
-            raise DataError(f"MNIST images must have shape (N, 28, 28), got {array.shape}")
-        return torch.as_tensor(array.reshape(len(array), -1) / 255.0, dtype=torch.float32)
+def _grey_levels(array: np.ndarray, name: str) -> Tensor:
+    """Images as grey levels in ``[0, 1]``: bytes ``0..255`` are divided by 255, images whose
+    values already lie in ``[0, 1]`` (a float ``.npz``) are kept as they are."""
+    import numpy as np
 
-    def labels(array: np.ndarray) -> Tensor:
-        return torch.as_tensor(array.reshape(-1), dtype=torch.int64)
+    if array.ndim != 3 or array.shape[1:] != (28, 28):
+        raise DataError(f"MNIST {name} must have shape (N, 28, 28), got {array.shape}")
+    if not (array.dtype == np.bool_ or np.issubdtype(array.dtype, np.integer)
+            or np.issubdtype(array.dtype, np.floating)):  # fmt: skip
+        raise DataError(f"MNIST {name} must hold numbers in [0, 255] or [0, 1], got {array.dtype}")
+    values = array.reshape(len(array), -1).astype(np.float32)
+    if values.size and not np.isfinite(values).all():
+        raise DataError(f"MNIST {name} hold non-finite values")
+    low, high = (float(values.min()), float(values.max())) if values.size else (0.0, 0.0)
+    if low < 0 or high > 255:
+        raise DataError(
+            f"MNIST {name} must hold values in [0, 255] or [0, 1], found [{low:g}, {high:g}]"
+        )
+    scale = 1.0 if high <= 1 else 255.0
+    return torch.as_tensor(values / scale, dtype=torch.float32)
+
+
+def _from_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
+    import numpy as np
+
+    def images(split: str) -> Tensor:
+        return _grey_levels(arrays[f"x_{split}"], f"{split} images")
+
+    def labels(split: str) -> Tensor:
+        found = arrays[f"y_{split}"].reshape(-1)
+        if len(found) != len(arrays[f"x_{split}"]):
+            raise DataError(
+                f"MNIST has {len(arrays[f'x_{split}'])} {split} images but {len(found)} labels"
+            )
+        if not np.issubdtype(found.dtype, np.integer):
+            raise DataError(f"MNIST {split} labels must be integers, got {found.dtype}")
+        return torch.as_tensor(found, dtype=torch.int64)
 
     # Shuffle with a fixed permutation so that --train-size/--test-size subsets mix classes.
     rng = np.random.default_rng(_SPLIT_SEED)
@@ -256,9 +300,9 @@ def _from_arrays(arrays: dict[str, np.ndarray]) -> Dataset:
     test = torch.as_tensor(rng.permutation(len(arrays["x_test"])))
     return Dataset(
         "mnist",
-        images(arrays["x_train"])[train],
-        labels(arrays["y_train"])[train],
-        images(arrays["x_test"])[test],
-        labels(arrays["y_test"])[test],
+        images("train")[train],
+        labels("train")[train],
+        images("test")[test],
+        labels("test")[test],
         (28, 28),
     )

@@ -28,6 +28,14 @@ BAD_COMMAND_LINES = [
     (["compare", "--latents", "gamma", "--estimators", "disarm"], "the grid is empty"),
     (["compare", "--seeds", "a,b"], "--seeds"),
     (["compare", "--jobs", "0"], "--jobs must be >= 1"),
+    (["train", "--threads", "-1"], "--threads must be >= 1, got -1"),
+    (["train", "--threads", "0"], "--threads must be >= 1, got 0"),
+    (
+        ["train", "--data", "digits", "--data-dir", "/tmp"],
+        "--data-dir is only read by --data mnist",
+    ),
+    (["compare", "--data-dir", "/tmp"], "--data mnist5k is built in"),
+    (["train", "--resume", "--overwrite"], "pick one"),
 ]
 
 
@@ -75,3 +83,15 @@ def test_no_command_runs_the_main_job(monkeypatch, capsys):
         calls[0].command == "compare" and calls[0].latents == "normal,gamma,beta,vonmises,bernoulli"
     )
     assert "running `stochgrad compare`" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("command", ["train", "compare"])
+def test_help_shows_the_defaults(command, capsys):
+    assert main([command, "--help"]) == 0
+    text = " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+    for shown in ("--epochs EPOCHS passes over the training set (default: ",
+                  "--lr LR Adam learning rate (default: 0.001)",
+                  "--iwae-samples IWAE_SAMPLES K of the test log p(x) (default: 1000)",
+                  "--batch-size BATCH_SIZE images per step (default: 100)"):  # fmt: skip
+        assert shown in text
+    assert "(default: None)" not in text and "(default: False)" not in text

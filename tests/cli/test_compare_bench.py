@@ -1,10 +1,19 @@
 """stochgrad compare (grid, tables, figures, reuse of finished runs) and stochgrad bench."""
 
+import contextlib
 import csv
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
 import pytest
 
 from stochgrad.cli import bench, main
+from stochgrad.cli.checkpoint import load_checkpoint
 from stochgrad.cli.compare import grid
 from stochgrad.cli.errors import UsageError
 
@@ -117,3 +126,118 @@ def test_bench_finds_every_script_of_this_checkout():
 def test_bench_rejects_an_unknown_benchmark(capsys):
     assert main(["bench", "speed"]) == 2
     assert "invalid choice" in capsys.readouterr().err
+
+
+def _tiny_compare(out, epochs, *extra):
+    return ["compare", "--data", "digits", "--train-size", "40", "--test-size", "20",
+            "--batch-size", "20", "--iwae-samples", "2", "--latents", "normal",
+            "--estimators", "implicit", "--dims", "2", "--seeds", "0", "--jobs", "1",
+            "--no-figures", "--no-progress", "--epochs", str(epochs), "--out", str(out),
+            *extra]  # fmt: skip
+
+
+def _curve(metrics):
+    return [{k: v for k, v in record.items() if k != "seconds"} for record in metrics["history"]]
+
+
+def test_compare_reuses_a_run_only_when_its_whole_configuration_matches(tmp_path, capsys):
+    run = tmp_path / "runs" / "normal-implicit-d2-s0"
+    assert main(_tiny_compare(tmp_path, 2)) == 0
+    two_epochs = json.loads((run / "metrics.json").read_text())
+    capsys.readouterr()
+    # Fewer epochs: the 2-epoch model must not be reported as a 1-epoch one.
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    printed = capsys.readouterr().out
+    assert "0 finished run(s) reused, 1 to train" in printed
+    assert "retraining normal-implicit-d2-s0" in printed and "more than --epochs 1" in printed
+    one_epoch = json.loads((run / "metrics.json").read_text())
+    assert one_epoch["config"]["epochs"] == len(one_epoch["history"]) == 1
+    assert _curve(one_epoch)[0] == _curve(two_epochs)[0]  # the same first epoch, retrained
+    with open(tmp_path / "runs.csv") as handle:
+        assert [row["epochs"] for row in csv.DictReader(handle)] == ["1"]
+    # More epochs continue the 1-epoch run exactly; the same epochs again reuse it.
+    assert main(_tiny_compare(tmp_path, 2)) == 0
+    assert _curve(json.loads((run / "metrics.json").read_text())) == _curve(two_epochs)
+    assert main(_tiny_compare(tmp_path, 2)) == 0
+    assert "1 finished run(s) reused, 0 to train" in capsys.readouterr().out
+
+
+def test_compare_retrains_a_run_with_a_damaged_checkpoint(tmp_path, capsys):
+    run = tmp_path / "runs" / "normal-implicit-d2-s0"
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    (run / "checkpoint.pt").write_bytes(b"")
+    capsys.readouterr()
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    assert "retraining normal-implicit-d2-s0" in capsys.readouterr().out
+    assert load_checkpoint(run / "checkpoint.pt")["epoch"] == 1
+
+
+def _children(pid):
+    """Pids of the live (not zombie) processes whose parent is ``pid`` (Linux /proc)."""
+    found = []
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                stat = Path(f"/proc/{entry}/stat").read_text()
+            except OSError:
+                continue
+            state, parent = stat.rsplit(")", 1)[1].split()[:2]
+            if int(parent) == pid and state != "Z":
+                found.append(int(entry))
+    return found
+
+
+def _alive(pid):
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+def test_kill_9_on_compare_takes_its_workers_along(tmp_path):
+    argv = [
+        sys.executable,
+        "-m",
+        "stochgrad",
+        *_tiny_compare(tmp_path, 1000, "--jobs", "2", "--seeds", "0,1"),
+    ]
+    logs = [tmp_path / "runs" / f"normal-implicit-d2-s{seed}" / "train.log" for seed in (0, 1)]
+    workers: list[int] = []
+    with subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) as parent:
+        try:
+            deadline = time.monotonic() + 120
+            while time.monotonic() < deadline and not all(log.exists() for log in logs):
+                assert parent.poll() is None, "compare ended before its workers started"
+                time.sleep(0.05)
+            workers = [pid for pid in _children(parent.pid) if _alive(pid)]
+            assert len(workers) >= 2, workers
+            os.kill(parent.pid, signal.SIGKILL)
+            parent.wait(timeout=30)
+            deadline = time.monotonic() + 10
+            while time.monotonic() < deadline and any(map(_alive, workers)):
+                time.sleep(0.05)
+            survivors = [
+                (pid, Path(f"/proc/{pid}/cmdline").read_text()[:120])
+                for pid in workers
+                if _alive(pid)
+            ]
+            assert not survivors, survivors
+        finally:
+            for pid in workers:  # on failure, do not leave the orphans running
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(pid, signal.SIGKILL)
+
+
+def test_compare_does_not_reuse_metrics_with_more_epochs_than_their_config(tmp_path, capsys):
+    """What the earlier release left behind (2 epochs of history under epochs=1) is redone."""
+    metrics_path = tmp_path / "runs" / "normal-implicit-d2-s0" / "metrics.json"
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    metrics = json.loads(metrics_path.read_text())
+    metrics_path.write_text(json.dumps({**metrics, "history": metrics["history"] * 2}))
+    capsys.readouterr()
+    assert main(_tiny_compare(tmp_path, 1)) == 0
+    assert "0 finished run(s) reused, 1 to train" in capsys.readouterr().out
+    assert len(json.loads(metrics_path.read_text())["history"]) == 1

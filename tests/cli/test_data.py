@@ -188,3 +188,51 @@ def test_malformed_files_are_rejected(tmp_path):
 def test_unknown_dataset():
     with pytest.raises(DataError, match="unknown dataset 'cifar'"):
         load_dataset("cifar")
+
+
+def test_float_npz_already_in_unit_range_is_not_divided_again(tmp_path):
+    arrays = _fake_mnist(seed=2)
+    scaled = {**arrays, "x_train": arrays["x_train"] / 255.0, "x_test": arrays["x_test"] / 255.0}
+    np.savez(tmp_path / "mnist.npz", **scaled)
+    data = load_dataset("mnist", tmp_path)
+    assert data.train_images.max() > 0.9  # not 1/255: the images are not blank
+    _same_content(data, arrays)
+
+
+@pytest.mark.parametrize(
+    ("images", "message"),
+    [
+        (np.full((30, 28, 28), 300.0), r"values in \[0, 255\] or \[0, 1\], found \[300, 300\]"),
+        (np.full((30, 28, 28), -0.5), r"found \[-0.5, -0.5\]"),
+        (np.full((30, 28, 28), np.nan), "non-finite"),
+        (np.full((30, 28, 28), "a"), "must hold numbers"),
+    ],
+    ids=["above-255", "negative", "nan", "strings"],
+)
+def test_npz_images_out_of_range_are_rejected(tmp_path, images, message):
+    np.savez(tmp_path / "mnist.npz", **{**_fake_mnist(), "x_train": images})
+    with pytest.raises(DataError, match=message) as info:
+        load_dataset("mnist", tmp_path)
+    assert "\n" not in str(info.value)
+
+
+def test_label_count_must_match_the_images(tmp_path):
+    arrays = _fake_mnist()
+    np.savez(tmp_path / "mnist.npz", **{**arrays, "y_test": arrays["y_test"][:-1]})
+    with pytest.raises(DataError, match="10 test images but 9 labels"):
+        load_dataset("mnist", tmp_path)
+
+
+@pytest.mark.parametrize(
+    "payload", [b"", b"not gzip at all", gzip.compress(b"\x00\x00\x08\x03" + b"\x00" * 9)[:-6]],
+    ids=["empty", "garbage", "torn-gzip"],
+)  # fmt: skip
+def test_garbage_gz_files_are_one_line_errors(tmp_path, payload):
+    arrays = _fake_mnist()
+    for key, name in (("y_train", "train-labels-idx1-ubyte"), ("x_test", "t10k-images-idx3-ubyte"),
+                      ("y_test", "t10k-labels-idx1-ubyte")):  # fmt: skip
+        _write_idx(tmp_path / f"{name}.gz", arrays[key], compress=True)
+    (tmp_path / "train-images-idx3-ubyte.gz").write_bytes(payload)
+    with pytest.raises(DataError, match="train-images-idx3-ubyte.gz") as info:
+        load_dataset("mnist", tmp_path)
+    assert "\n" not in str(info.value)

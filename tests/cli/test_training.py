@@ -1,6 +1,7 @@
 """stochgrad train: learning, per-epoch atomic checkpoints and exact resume (also after a kill)."""
 
 import json
+import math
 import os
 import signal
 import subprocess
@@ -14,7 +15,7 @@ import torch
 from stochgrad.cli import checkpoint as checkpoint_module
 from stochgrad.cli import main
 from stochgrad.cli.checkpoint import load_checkpoint
-from stochgrad.cli.errors import UsageError
+from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.cli.models import FAMILIES, VAE
 from stochgrad.cli.objectives import negative_elbo
 from stochgrad.cli.train import TrainConfig, train
@@ -147,3 +148,83 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tmp_path):
     )
     killed = json.loads((tmp_path / "killed" / "metrics.json").read_text())
     assert _curve(killed) == _curve(straight)
+
+
+FAMILY_NAMES = list(FAMILIES)
+
+
+@pytest.mark.parametrize("latent", FAMILY_NAMES)
+def test_non_finite_weights_stop_with_one_line_and_keep_the_last_checkpoint(
+    tmp_path, monkeypatch, latent
+):
+    """Weights turned NaN by the optimiser in epoch 2: every family stops in epoch 2, step 2
+    with a TrainingError of one line (no tensor dump), and epoch 1's checkpoint stays."""
+    adam_step = torch.optim.Adam.step
+    calls = []
+
+    def poisoning_step(self, *args, **kwargs):
+        result = adam_step(self, *args, **kwargs)
+        calls.append(None)
+        if len(calls) == 3:  # epoch 2, step 1 (two steps per epoch)
+            with torch.no_grad():
+                for group in self.param_groups:
+                    for parameter in group["params"]:
+                        parameter.fill_(float("nan"))
+        return result
+
+    monkeypatch.setattr(torch.optim.Adam, "step", poisoning_step)
+    config = TrainConfig(latent=latent, epochs=3, out=str(tmp_path), **{**TINY, "batch_size": 100})
+    with pytest.raises(TrainingError) as info:
+        train(config, log=lambda line: None)
+    message = str(info.value)
+    assert "\n" not in message and "tensor(" not in message
+    assert "in epoch 2, step 2/2" in message
+    assert load_checkpoint(tmp_path / "checkpoint.pt")["epoch"] == 1
+    assert not (tmp_path / "metrics.json").exists()
+
+
+def test_non_finite_gradient_stops_before_the_step(tmp_path, monkeypatch):
+    """A NaN gradient with a finite loss is caught after backward, before optimizer.step."""
+    optimizers, steps = [], []
+    adam_init, backward = torch.optim.Adam.__init__, torch.Tensor.backward
+
+    def recording_init(self, *args, **kwargs):
+        adam_init(self, *args, **kwargs)
+        optimizers.append(self)
+
+    def nan_backward(self, *args, **kwargs):
+        backward(self, *args, **kwargs)
+        optimizers[0].param_groups[0]["params"][0].grad.fill_(float("nan"))
+
+    monkeypatch.setattr(torch.optim.Adam, "__init__", recording_init)
+    monkeypatch.setattr(torch.Tensor, "backward", nan_backward)
+    monkeypatch.setattr(torch.optim.Adam, "step", lambda self, *a, **k: steps.append(None))
+    config = TrainConfig(latent="normal", epochs=1, out=str(tmp_path), **TINY)
+    with pytest.raises(TrainingError, match=r"gradient norm became nan in epoch 1, step 1/10"):
+        train(config, log=lambda line: None)
+    assert steps == []
+
+
+# gamma with exploded parameters takes ~30 s (its sampler at huge concentrations)
+@pytest.mark.parametrize(
+    "latent", [pytest.param(n, marks=pytest.mark.slow) if n == "gamma" else n for n in FAMILY_NAMES]
+)
+def test_a_huge_learning_rate_never_exits_zero_with_nan(tmp_path, latent, capsys):
+    """`--lr 1e6`: either a finite result in valid JSON (exit 0) or one line naming where the
+    run diverged (exit 1); never NaN in metrics.json, never a traceback."""
+    out = tmp_path / "run"
+    argv = ["train", "--latent", latent, "--lr", "1e6", "--data", "digits", "--train-size",
+            "200", "--epochs", "1", "--iwae-samples", "2", "--no-progress",
+            "--out", str(out)]  # fmt: skip
+    code = main(argv)
+    captured = capsys.readouterr()
+    assert "Traceback" not in captured.err and "tensor(" not in captured.err
+    if code == 0:
+        # parse_constant sees NaN and Infinity, which are not JSON
+        metrics = json.loads((out / "metrics.json").read_text(), parse_constant=pytest.fail)
+        assert all(map(math.isfinite, (metrics["test_neg_elbo"], metrics["test_iwae_ll"])))
+    else:
+        assert code == 1
+        assert captured.err.count("\n") == 1
+        assert "epoch 1" in captured.err
+        assert not (out / "metrics.json").exists()

@@ -22,9 +22,26 @@ from stochgrad.data import DATASETS, DataError
 
 __all__ = ["main"]
 
+# The packages of the ``cli`` extra; a command that needs a missing one says so in one line.
+_CLI_EXTRA = ("numpy", "tqdm", "matplotlib", "mlxtend", "sklearn")
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Show each option's default, unless there is none or the help already states it."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        help_ = action.help or ""
+        if action.default in (None, False) or "default" in help_:
+            return help_
+        return super()._get_help_string(action) or help_
+
 
 class _Parser(argparse.ArgumentParser):
     """An ArgumentParser that raises instead of printing usage and exiting."""
+
+    def __init__(self, *args, **kwargs):
+        kwargs.setdefault("formatter_class", _HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str):
         raise UsageError(message)
@@ -46,9 +63,9 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs)
-    group.add_argument("--batch-size", type=int, default=100)
-    group.add_argument("--lr", type=float, default=1e-3)
+    group.add_argument("--epochs", type=int, default=epochs, help="passes over the training set")
+    group.add_argument("--batch-size", type=int, default=100, help="images per step")
+    group.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     group.add_argument("--samples", type=int, default=5, help="K for vimco, rws and loo")
     group.add_argument("--temperature", type=float, default=0.5, help="for gumbel, st, igr")
     group.add_argument("--iwae-samples", type=int, default=1000, help="K of the test log p(x)")
@@ -72,9 +89,12 @@ def _parser() -> argparse.ArgumentParser:
     estimators = {name: None for family in FAMILIES.values() for name in family.estimators}
     train.add_argument("--estimator", help=f"{', '.join(estimators)} (default: the family's first)")
     train.add_argument("--dim", type=int, help="latent units (default 10, 200 bernoulli, 20x10)")
-    train.add_argument("--seed", type=int, default=0)
+    train.add_argument("--seed", type=int, default=0, help="weights, latents and data order")
     train.add_argument("--out", default="runs/train", help="checkpoint and metrics folder")
     train.add_argument("--resume", action="store_true", help="continue from --out/checkpoint.pt")
+    train.add_argument(
+        "--overwrite", action="store_true", help="replace an earlier run in --out (not resumed)"
+    )
     _add_training_options(train, epochs=10)
     _add_data_options(train)
 
@@ -108,16 +128,28 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             print("stochgrad: no command given, running `stochgrad compare` (see --help)")
             args = parser.parse_args(["compare", *argv])
-        if getattr(args, "threads", None):
+        threads = getattr(args, "threads", None)
+        if threads is not None:
+            if threads < 1:
+                raise UsageError(f"--threads must be >= 1, got {threads}")
             import torch
 
-            torch.set_num_threads(args.threads)
+            torch.set_num_threads(threads)
         return _run(args)
     except SystemExit as exit_:  # --help and --version
         return exit_.code if isinstance(exit_.code, int) else 0
     except (UsageError, DataError, TrainingError) as error:
         print(f"stochgrad: error: {error}", file=sys.stderr)
         return 1 if isinstance(error, TrainingError) else 2
+    except ModuleNotFoundError as error:
+        if (error.name or "").split(".")[0] not in _CLI_EXTRA:
+            raise
+        print(
+            f"stochgrad: error: this command needs the {error.name!r} package of the cli "
+            "extra: pip install 'stochgrad[cli]'",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("stochgrad: interrupted", file=sys.stderr)
         return 130
@@ -128,7 +160,8 @@ def _run(args: argparse.Namespace) -> int:
         from stochgrad.cli.train import TrainConfig, options_from_args, train
 
         run = {key: getattr(args, key) for key in ("latent", "estimator", "dim", "seed", "out")}
-        train(TrainConfig(**run, resume=args.resume, **options_from_args(args)))
+        train(TrainConfig(**run, resume=args.resume, overwrite=args.overwrite,
+                          **options_from_args(args)))  # fmt: skip
         return 0
     if args.command == "compare":
         from stochgrad.cli.compare import compare_from_args

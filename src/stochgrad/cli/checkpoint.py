@@ -14,9 +14,13 @@ from typing import Any
 
 import torch
 
-__all__ = ["load_checkpoint", "remove_stale_temporaries", "save_atomic"]
+from stochgrad.cli.errors import UsageError
+
+__all__ = ["CHECKPOINT_KEYS", "load_checkpoint", "remove_stale_temporaries", "save_atomic"]
 
 _TEMP_SUFFIX = ".tmp"
+# What every checkpoint of ``stochgrad train`` holds.
+CHECKPOINT_KEYS = ("epoch", "history", "config", "world_size", "model", "optimizer", "rng")
 
 
 def save_atomic(state: dict[str, Any], path: str | Path) -> None:
@@ -45,8 +49,22 @@ def save_atomic(state: dict[str, Any], path: str | Path) -> None:
 
 
 def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    """Load a checkpoint written by :func:`save_atomic` (tensors, numbers and strings only)."""
-    return torch.load(path, map_location="cpu", weights_only=True)
+    """Load a checkpoint written by :func:`save_atomic` (tensors, numbers and strings only).
+
+    Raises:
+        UsageError: the file is empty, truncated, not a torch file, or another program's dict.
+    """
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch.load raises many types: zip, pickle, EOF, OS errors
+        reason = (str(error).strip().splitlines() or [type(error).__name__])[0][:120]
+        raise UsageError(f"{str(path)!r} is not a readable checkpoint ({reason})") from None
+    missing = [key for key in CHECKPOINT_KEYS if not isinstance(state, dict) or key not in state]
+    if missing:
+        raise UsageError(
+            f"{str(path)!r} is not a stochgrad checkpoint (it lacks {', '.join(missing)})"
+        )
+    return state
 
 
 def remove_stale_temporaries(path: str | Path) -> None:

@@ -3,20 +3,25 @@
 The grid is latents x estimators x dims x seeds without the pairs that cannot go together (a
 discrete latent with ``implicit``, a continuous one with ``disarm``; the default list's nvil and
 vimco on continuous latents); ``--dims`` sets the continuous families' size (discrete ones keep
-200 Bernoulli units, 20 x 10 categorical). A finished run in ``OUT/runs/<name>/`` whose settings
-match is reused. Outputs: ``results.md``/``.csv``, ``runs.csv`` and ``figures/*.png``.
+200 Bernoulli units, 20 x 10 categorical). A finished run in ``OUT/runs/<name>/`` is reused only
+when its whole configuration matches (epochs included); an interrupted or shorter run with the
+same settings is resumed, any other is retrained (the log says why). ``OUT`` is locked while
+compare runs. Outputs: ``results.md``/``.csv``, ``runs.csv`` and ``figures/*.png``.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import csv
 import functools
 import json
 import math
 import multiprocessing
 import os
+import signal
 import statistics
+import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import replace
@@ -29,6 +34,7 @@ from stochgrad.cli.checkpoint import load_checkpoint
 from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.cli.models import FAMILIES, SCORE
 from stochgrad.cli.objectives import ESTIMATORS
+from stochgrad.cli.outdir import locked
 from stochgrad.cli.train import (
     CHECKPOINT_NAME,
     METRICS_NAME,
@@ -37,6 +43,7 @@ from stochgrad.cli.train import (
     options_from_args,
     public_config,
     resolve_config,
+    resume_mismatch,
     train,
 )
 from stochgrad.data import load_dataset
@@ -138,12 +145,15 @@ def compare(
         for latent, estimator, dim, seed in runs
     ]
     dataset = load_dataset(base.data, base.data_dir)
+    with locked(out):  # the lock on OUT covers every run folder below it
+        return _compare(configs, dataset, base, out, figures, jobs, log, started)
+
+
+def _compare(configs, dataset, base, out, figures, jobs, log, started) -> list[dict[str, Any]]:
     log(f"compare: {len(configs)} runs on {base.data}, results in {out}")
-    configs = [
-        replace(config, out=str(out / "runs" / _run_name(config)), resume=True)
-        for config in configs
-    ]
-    pending = [config for config in configs if _reuse(config, dataset) is None]
+    configs = [replace(config, out=str(out / "runs" / _run_name(config))) for config in configs]
+    planned = [_plan(config, dataset, log) for config in configs]
+    pending = [config for config in planned if config is not None]
     log(f"{len(configs) - len(pending)} finished run(s) reused, {len(pending)} to train")
     if jobs == 1:
         for number, config in enumerate(pending, 1):
@@ -172,10 +182,40 @@ def compare(
     return results
 
 
+def _plan(config: TrainConfig, dataset, log) -> TrainConfig | None:
+    """None when ``config.out`` holds this very run, finished; otherwise how to train it."""
+    if _reuse(config, dataset) is not None:
+        return None
+    checkpoint_path = Path(config.out) / CHECKPOINT_NAME
+    if not checkpoint_path.exists():
+        return replace(config, overwrite=True)  # nothing to continue; drop any stale metrics
+    try:
+        mismatch = resume_mismatch(load_checkpoint(checkpoint_path), config, world_size=1)
+    except UsageError as error:
+        mismatch = str(error)
+    if mismatch is None:
+        return replace(config, resume=True)  # interrupted, or shorter: continue it exactly
+    log(f"retraining {_run_name(config)}: its earlier run does not match ({mismatch})")
+    return replace(config, overwrite=True)
+
+
+def _init_worker(parent: int) -> None:
+    """Pool worker set-up: one torch thread, and die with the parent (even after kill -9)."""
+    torch.set_num_threads(1)
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        pr_set_pdeathsig = 1
+        with contextlib.suppress(OSError, AttributeError):
+            ctypes.CDLL(None).prctl(pr_set_pdeathsig, signal.SIGKILL)
+    if os.getppid() != parent:  # the parent died before the death signal was armed
+        os._exit(1)
+
+
 def _train_in_workers(pending: list[TrainConfig], jobs: int, log) -> None:
     context = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(
-        jobs, mp_context=context, initializer=functools.partial(torch.set_num_threads, 1)
+        jobs, mp_context=context, initializer=_init_worker, initargs=(os.getpid(),)
     ) as pool:
         futures = {pool.submit(_train_worker, config): config for config in pending}
         for number, future in enumerate(as_completed(futures), 1):
@@ -220,11 +260,22 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
     metrics_path, checkpoint_path = run_dir / METRICS_NAME, run_dir / CHECKPOINT_NAME
     if not (metrics_path.exists() and checkpoint_path.exists()):
         return None
-    metrics = json.loads(metrics_path.read_text())
+    try:
+        metrics = json.loads(metrics_path.read_text())
+        state = load_checkpoint(checkpoint_path)
+    except (ValueError, OSError):  # a torn or foreign file: not a finished run (UsageError too)
+        return None
     wanted = public_config(config)
+    if not isinstance(metrics, dict) or not isinstance(metrics.get("config"), dict):
+        return None
     if any(metrics["config"].get(key) != value for key, value in wanted.items() if key != "out"):
         return None
-    state = load_checkpoint(checkpoint_path)["model"]
+    # The checkpoint is the model the metrics describe, trained for at most --epochs (an
+    # earlier release could write more history than its config said).
+    epochs_done = len(metrics.get("history", ()))
+    if state["epoch"] != epochs_done or epochs_done > config.epochs:
+        return None
+    state = state["model"]
     data = dataset.subset(config.train_size, config.test_size)
     vae = build_vae(config, data.num_pixels)
     vae.load_state_dict({key[4:]: value for key, value in state.items() if key.startswith("vae.")})

@@ -12,6 +12,7 @@ objectives themselves.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -38,6 +39,7 @@ from stochgrad.cli.objectives import (
     negative_elbo,
     normalize_learning_signal,
 )
+from stochgrad.cli.outdir import locked
 from stochgrad.data import DATASETS, Dataset, binarize, load_dataset, minibatches
 
 __all__ = [
@@ -46,6 +48,8 @@ __all__ = [
     "options_from_args",
     "public_config",
     "resolve_config",
+    "resume_mismatch",
+    "to_json",
     "train",
 ]
 
@@ -81,6 +85,7 @@ class TrainConfig:
     samples: int = 5
     temperature: float = 0.5
     resume: bool = False
+    overwrite: bool = False
     progress: bool | None = None
     # The settings of published setups (`stochgrad preset`); the defaults change nothing.
     hidden: tuple[int, ...] | None = None  # encoder widths (decoder mirrors); None: (256, 128)
@@ -135,6 +140,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
     _check_schedule(config)
     if config.data not in DATASETS:
         raise UsageError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
+    if config.data_dir is not None and config.data != "mnist":
+        raise UsageError(
+            f"--data-dir is only read by --data mnist; --data {config.data} is built in"
+        )
+    if config.resume and config.overwrite:
+        raise UsageError("--resume continues the run in --out, --overwrite replaces it: pick one")
     device = config.device
     if not (device == "cpu" or device.startswith("cuda")):
         raise UsageError(f"--device must be cpu or cuda[:index], got {device!r}")
@@ -280,9 +291,14 @@ def train(
     ``test_neg_elbo``, ``test_iwae_ll`` and ``seconds_per_epoch``.
     """
     config = resolve_config(config)
+    if dataset is None:  # before the output folder is touched: bad data writes nothing
+        dataset = load_dataset(config.data, config.data_dir)
     rank, world_size, owns_group = _distributed(config.device)
     try:
-        return _train(config, dataset, log if rank == 0 else (lambda _: None), rank, world_size)
+        # Rank 0 owns the folder: it alone writes the checkpoint and the metrics.
+        with locked(config.out) if rank == 0 else contextlib.nullcontext():
+            return _train(config, dataset, log if rank == 0 else (lambda _: None), rank,
+                          world_size)  # fmt: skip
     finally:
         if owns_group:
             dist.destroy_process_group()
@@ -290,8 +306,6 @@ def train(
 
 def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     device = _rank_device(config.device, world_size)
-    if dataset is None:
-        dataset = load_dataset(config.data, config.data_dir)
     dataset = dataset.subset(config.train_size, config.test_size)
     if config.batch_size % world_size:
         raise UsageError(
@@ -324,9 +338,10 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
 
     history: list[dict[str, float]] = []
     start_epoch = 0
+    _check_fresh_start(config, out, rank, log)
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
-        _check_resumable(state, config, world_size)
+        _check_resumable(state, config, world_size, checkpoint_path)
         step.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         data_generator.set_state(state["rng"]["data"])
@@ -354,17 +369,19 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         if config.steps is not None:
             batches = batches[: config.steps - first]
         total = torch.zeros(2, dtype=torch.float64)
-        for number, index in enumerate(_progress(batches, config, rank, epoch), first):
+        for number, index in enumerate(_progress(batches, config, rank, epoch), 1):
+            where = f"epoch {epoch}, step {number}/{len(batches)}"
             if config.anneal_rate > 0:
-                _set_temperature(step, annealed_temperature(config, number))
+                _set_temperature(step, annealed_temperature(config, first + number - 1))
             images = binarize(train_images[index], data_generator)[rank::world_size].to(device)
-            loss = model(images)
+            loss = _forward(model, step, images, where)
             if not torch.isfinite(loss):
-                raise TrainingError(
-                    f"the loss became {loss.item()} in epoch {epoch}; try a smaller --lr"
-                )
+                raise _diverged(f"the loss became {loss.item()}", where)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
+            gradient_norm = _gradient_norm(step)
+            if not math.isfinite(gradient_norm):
+                raise _diverged(f"the gradient norm became {gradient_norm}", where)
             optimizer.step()
             total += torch.tensor([objective.bound, 1.0], dtype=torch.float64)
         if world_size > 1:
@@ -379,6 +396,8 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             else float("nan"),
             "seconds": seconds,
         }
+        if rank == 0 and not math.isfinite(record["test_neg_elbo"]):
+            raise _diverged(f"the test -ELBO became {record['test_neg_elbo']}", f"epoch {epoch}")
         history.append(record)
         log(
             f"epoch {epoch:3d}/{epochs}  train bound {record['train_bound']:9.3f}  "
@@ -401,14 +420,66 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
             "seconds_per_epoch": sum(times) / max(len(times), 1),
             "world_size": world_size,
         }
+        for key in ("test_neg_elbo", "test_iwae_ll"):
+            if not math.isfinite(result[key]):
+                raise _diverged(
+                    f"the final {key} became {result[key]}",
+                    f"the evaluation after epoch {config.epochs}",
+                )
         out.mkdir(parents=True, exist_ok=True)
-        (out / METRICS_NAME).write_text(json.dumps(result, indent=2))
+        (out / METRICS_NAME).write_text(to_json(result))
         log(
             f"done: test -ELBO {result['test_neg_elbo']:.3f}  "
             f"test log p(x) >= {result['test_iwae_ll']:.3f} (K={config.iwae_samples})  "
             f"{result['seconds_per_epoch']:.2f} s/epoch"
         )
     return {**result, "model": vae, "objective": objective, "dataset": dataset}
+
+
+def _diverged(what: str, where: str) -> TrainingError:
+    return TrainingError(
+        f"{what} in {where}; training stopped, the last good checkpoint is kept; try a smaller --lr"
+    )
+
+
+# How torch reports non-finite values: a distribution's validate_args (ValueError) and
+# sampling from NaN probabilities (RuntimeError).
+_NON_FINITE_MESSAGES = ("but found invalid values", "contains either `inf`, `nan`")
+
+
+def _forward(model: nn.Module, step: _Step, images: Tensor, where: str) -> Tensor:
+    """The training loss; torch rejecting non-finite values on the way means divergence."""
+    try:
+        return model(images)
+    except (ValueError, RuntimeError) as error:
+        message = str(error)
+        weights_finite = all(torch.isfinite(p.detach()).all() for p in step.parameters())
+        if weights_finite and not any(marker in message for marker in _NON_FINITE_MESSAGES):
+            raise
+        first = message.splitlines()[0].split(": tensor(")[0].rstrip(":")
+        raise _diverged(f"a non-finite value reached the model ({first})", where) from None
+
+
+def _gradient_norm(step: _Step) -> float:
+    """The Euclidean norm of all gradients (inf or nan if any entry is)."""
+    norms = [parameter.grad.detach().norm() for parameter in step.parameters()
+             if parameter.grad is not None]  # fmt: skip
+    return torch.stack(norms).norm().item() if norms else 0.0
+
+
+def to_json(value: Any) -> str:
+    """``json.dumps`` for metrics: non-finite numbers become ``null`` (bare NaN is not JSON)."""
+
+    def clean(item: Any) -> Any:
+        if isinstance(item, float) and not math.isfinite(item):
+            return None
+        if isinstance(item, dict):
+            return {key: clean(inner) for key, inner in item.items()}
+        if isinstance(item, (list, tuple)):
+            return [clean(inner) for inner in item]
+        return item
+
+    return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
 def _progress(batches, config: TrainConfig, rank: int, epoch: int):
@@ -424,7 +495,9 @@ def _progress(batches, config: TrainConfig, rank: int, epoch: int):
 def public_config(config: TrainConfig) -> dict[str, Any]:
     """The config as saved in checkpoints and metrics (without resume and progress)."""
     return {
-        key: value for key, value in asdict(config).items() if key not in ("resume", "progress")
+        key: value
+        for key, value in asdict(config).items()
+        if key not in ("resume", "overwrite", "progress")
     }
 
 
@@ -445,16 +518,44 @@ def _save(path, step, optimizer, data_generator, history, config, rank, world_si
         dist.barrier()
 
 
-def _check_resumable(state: dict[str, Any], config: TrainConfig, world_size: int) -> None:
+def _check_fresh_start(config: TrainConfig, out: Path, rank: int, log) -> None:
+    """Never replace a run without --overwrite; say when --resume finds nothing to resume."""
+    found = [name for name in (CHECKPOINT_NAME, METRICS_NAME) if (out / name).exists()]
+    if config.resume:
+        if CHECKPOINT_NAME not in found:
+            log(f"--resume: no {CHECKPOINT_NAME} in {out}, starting a fresh run")
+        return
+    if not found:
+        return
+    if not config.overwrite:
+        raise UsageError(
+            f"--out {str(out)!r} already holds a run ({', '.join(found)}); add --resume to "
+            "continue it or --overwrite to replace it"
+        )
+    if rank == 0:
+        for name in found:
+            with contextlib.suppress(FileNotFoundError):
+                (out / name).unlink()
+        log(f"--overwrite: removed the earlier {' and '.join(found)} from {out}")
+
+
+def resume_mismatch(state: dict[str, Any], config: TrainConfig, world_size: int) -> str | None:
+    """Why the checkpoint ``state`` cannot be continued by ``config``, or None if it can."""
+    if state["epoch"] > config.epochs:
+        return f"it has trained {state['epoch']} epochs, more than --epochs {config.epochs}"
     saved = state["config"]
     for key in _RUN_DEFINING:
         if saved.get(key) != getattr(config, key):
-            raise UsageError(
-                f"--resume: the checkpoint was written with {key}={saved.get(key)!r}, "
-                f"this run has {key}={getattr(config, key)!r}"
-            )
+            wanted = getattr(config, key)
+            return f"it was written with {key}={saved.get(key)!r}, this run has {key}={wanted!r}"
     if state["world_size"] != world_size:
-        raise UsageError(
-            f"--resume: the checkpoint was written by {state['world_size']} process(es), "
-            f"this run has {world_size}"
-        )
+        return f"it was written by {state['world_size']} process(es), this run has {world_size}"
+    return None
+
+
+def _check_resumable(
+    state: dict[str, Any], config: TrainConfig, world_size: int, path: Path
+) -> None:
+    mismatch = resume_mismatch(state, config, world_size)
+    if mismatch is not None:
+        raise UsageError(f"--resume: cannot continue {path}: {mismatch}; retrain with --overwrite")
