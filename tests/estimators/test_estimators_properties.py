@@ -94,7 +94,7 @@ def test_value_estimates_the_objective(name):
     [
         est.score_function_surrogate,
         est.MovingAverageBaseline(),
-        est.NVILBaseline(),
+        est.NVILBaseline(normalize=False),
         est.LeaveOneOutBaseline(),
     ],
     ids=lambda e: getattr(e, "__name__", type(e).__name__),
@@ -168,14 +168,65 @@ def test_nvil_normalisation_divides_by_running_std():
 
 
 def test_nvil_trains_its_network_on_squared_centred_cost():
+    """The network predicts the centred cost in units of its spread: ψ minimises
+    ((cost − c̄)/u − b_ψ(x))², u = max(1, rms(cost − c̄)); on the first call c̄ is the
+    leave-one-out mean."""
     torch.manual_seed(0)
     net = nn.Linear(2, 1)
     estimator = est.NVILBaseline(net, normalize=False)
     context = torch.randn(5, 2)
-    cost = torch.randn(5, 3)
+    cost = 10.0 * torch.randn(5, 3)
     estimator(cost, torch.zeros(5, 3), context=context).sum().backward()
-    expected = torch.autograd.grad((cost - net(context)).square().sum(), net.weight)[0]
+    residual = cost - (cost.sum() - cost) / (cost.numel() - 1)
+    unit = residual.square().mean().sqrt()
+    assert unit > 1
+    fit = (residual / unit - net(context)).square().sum()
+    expected = torch.autograd.grad(fit, net.weight)[0]
     torch.testing.assert_close(net.weight.grad, expected)
+    # Twin: the unscaled fit (cost − c̄ − b_ψ(x))² gives another gradient.
+    wrong = torch.autograd.grad((residual - net(context)).square().sum(), net.weight)[0]
+    assert not torch.allclose(net.weight.grad, wrong)
+
+
+def test_nvil_first_call_centres_by_the_other_costs():
+    """Before any statistics, c̄ for element i is the mean of the other costs (independent of
+    z_i, so unbiased) and σ̄² the mean square of the centred costs, not c̄ = 0 and σ̄ = 1:
+    the first learning signal is not the raw cost."""
+    cost = torch.tensor([1000.0, 1002.0, 1006.0, 1004.0])
+    plain, normalised = est.NVILBaseline(normalize=False), est.NVILBaseline()
+    grads = []
+    for estimator in (plain, normalised):
+        log_prob = torch.zeros(4, requires_grad=True)
+        estimator(cost, log_prob).sum().backward()
+        grads.append(log_prob.grad)
+    centred = cost - (cost.sum() - cost) / 3
+    torch.testing.assert_close(grads[0], centred)
+    scale = float(centred.square().mean().sqrt())
+    assert normalised.last_scale_ == pytest.approx(scale) and scale > 1
+    torch.testing.assert_close(grads[1], centred / scale)
+    # Both folded the call into their statistics: the next call uses the running mean.
+    assert float(plain.moments.mean) == pytest.approx(float(cost.mean()))
+
+
+def test_nvil_normalisation_divides_the_whole_estimate():
+    """With normalisation the gradient is the unnormalised one divided by σ̄, the direct term
+    ∇cost included (for an ELBO its noise, ∇log q with mean zero, would otherwise outweigh the
+    normalised signal)."""
+    torch.manual_seed(0)
+    normalised, plain = est.NVILBaseline(decay=0.5), est.NVILBaseline(decay=0.5, normalize=False)
+    for _ in range(3):
+        costs = 100.0 * torch.randn(64)
+        normalised(costs, torch.zeros(64))
+        plain(costs, torch.zeros(64))
+    theta = torch.tensor(0.3, requires_grad=True)
+    noise, log_prob = 100.0 * torch.randn(64), torch.randn(64)
+    grads = []
+    for estimator in (normalised, plain):
+        cost = theta * noise  # depends on θ directly and through the score
+        (grad,) = torch.autograd.grad(estimator(cost, theta * log_prob).sum(), theta)
+        grads.append(grad)
+    assert normalised.last_scale_ > 10
+    torch.testing.assert_close(grads[0] * normalised.last_scale_, grads[1])
 
 
 def test_nvil_unbiased_with_input_dependent_baseline_on_normal():

@@ -7,6 +7,7 @@ Carlo KL. Exactness of the gradients is in ``test_exact_gradients.py``.
 
 import math
 from dataclasses import dataclass, field
+from functools import partial
 
 import pytest
 import torch
@@ -272,6 +273,62 @@ def test_elbo_kl_modes():
         vae.ELBO(inf_net, gen_model, analytic_kl=True)(data)
     with pytest.raises(ValueError, match="analytic_kl must be"):
         vae.ELBO(inf_net, gen_model, analytic_kl="yes")
+
+
+def test_elbo_with_closed_form_kl_evaluates_the_likelihood_once():
+    """With the KL in closed form, log p(x | z) is evaluated once and log q(z | x) only for the
+    record, without a graph; the value is the functional twin's."""
+    inf_net, gen_model = models("normal")
+    data = data_of()
+    calls, log_qs = [], []
+    log_likelihood, log_prob = gen_model.log_likelihood, inf_net.log_prob
+    gen_model.log_likelihood = lambda d, z: calls.append(1) or log_likelihood(d, z)
+    inf_net.log_prob = lambda z, **kw: log_qs.append(log_prob(z, **kw)) or log_qs[-1]
+    loss_obj = vae.ELBO(inf_net, gen_model)
+    loss = loss_obj(data)
+    assert loss_obj.uses_analytic_kl_ and len(calls) == 1
+    assert len(log_qs) == 1 and not log_qs[0].requires_grad
+    latents = gen_model.latents_
+    kl = torch.distributions.kl_divergence(inf_net.distribution, gen_model.prior)
+    expected = F.elbo_loss_analytic_kl(log_likelihood(data, latents), kl)
+    torch.testing.assert_close(loss, expected)
+    assert loss_obj.mean_log_q_[-1] == pytest.approx(log_qs[0].mean().item())
+    log_p = gen_model.log_prior(latents) + log_likelihood(data, latents)
+    assert loss_obj.mean_log_p_[-1] == pytest.approx(log_p.mean().item())
+
+
+class _RelaxedSamples(DistributionInferenceNetwork):
+    """A Bernoulli q(z | x) sampled through its relaxation (Jang et al., 2017, with the exact
+    discrete KL)."""
+
+    def rsample(self, n_samples=1):
+        logits = self.params_[0]["logits"]
+        temperature = torch.tensor(0.5, dtype=logits.dtype)
+        relaxed = RelaxedBernoulli(temperature, logits=logits).rsample((n_samples,))
+        return relaxed.movedim(0, 1)
+
+
+def test_elbo_closed_form_kl_expands_the_prior_to_the_batch():
+    """torch's Bernoulli KL indexes with masks of each argument's shape: the prior, batch shape
+    (), must be expanded to q's (batch_size,) (unexpanded: IndexError)."""
+    torch.manual_seed(0)
+    encoder = DistributionNet(
+        nn.Linear(DATA_DIM, LATENT_DIM), Bernoulli, "logits", validate_args=False
+    )
+    # Densities at relaxed points: no support validation.
+    prior = Prior(partial(Bernoulli, validate_args=False), logits=torch.full((LATENT_DIM,), -1.0))
+    decoder = DistributionNet(nn.Linear(LATENT_DIM, DATA_DIM), Bernoulli, "logits")
+    inf_net = _RelaxedSamples(encoder).double()
+    gen_model = DistributionGenerativeModel(prior, decoder).double()
+    data = data_of()
+    loss_obj = vae.ELBO(inf_net, gen_model, analytic_kl=True)
+    loss = loss_obj(data)
+    assert loss_obj.uses_analytic_kl_
+    q = torch.sigmoid(inf_net.params_[0]["logits"])
+    r = torch.sigmoid(torch.tensor(-1.0, dtype=torch.float64))
+    kl = (q * torch.log(q / r) + (1 - q) * torch.log((1 - q) / (1 - r))).sum(-1)
+    log_likelihood = gen_model.log_likelihood(data, gen_model.latents_)
+    torch.testing.assert_close(loss, (kl - log_likelihood.mean(-1)).mean())
 
 
 def _elbo_z_score(offset):

@@ -83,6 +83,36 @@ class _RunningMoments(nn.Module):
         return self.running_var / self._correction()
 
     @torch.no_grad()
+    def centring(self, values: Tensor) -> Tensor:
+        """The mean to subtract from each of ``values``: the running mean once there is one;
+        before the first update, the mean of the *other* values of the call (over every rank),
+        which does not depend on that element's sample, so a baseline built on it stays unbiased.
+
+        Without it the first call would centre at 0 and hand the optimizer a learning signal of
+        the size of the cost itself; Adam's second-moment estimate remembers that one gradient
+        for thousands of steps and shrinks every later step of the score-function parameters.
+        """
+        if int(self.num_updates) > 0:
+            return self.mean.to(values)
+        values = values.detach()
+        stats = torch.stack([values.sum(), values.new_tensor(float(values.numel()))])
+        total, count = all_reduce_sum(stats).unbind()
+        if count < 2:
+            return torch.zeros_like(values)
+        return (total - values) / (count - 1)
+
+    @torch.no_grad()
+    def mean_square(self, centred: Tensor) -> Tensor:
+        """The variance to normalise by: the running one once there is one; before the first
+        update, the mean of ``centred²`` over the call (over every rank)."""
+        if int(self.num_updates) > 0:
+            return self.var.to(centred)
+        centred = centred.detach()
+        stats = torch.stack([centred.square().sum(), centred.new_tensor(float(centred.numel()))])
+        total, count = all_reduce_sum(stats).unbind()
+        return total / count.clamp(min=1)
+
+    @torch.no_grad()
     def update(self, values: Tensor, centred: Tensor | None = None) -> None:
         """Fold in ``values`` (and the squares of ``centred``), summed over every rank."""
         values = values.detach().to(self.running_mean)
@@ -153,17 +183,21 @@ def _align(baseline: Tensor, cost: Tensor) -> Tensor:
 class NVILBaseline(Baseline):
     """NVIL: input-dependent learned baseline plus running mean, with variance normalisation.
 
-    ∇ = ∇cost + (cost − c̄ − b_ψ(x)) / max(1, σ̄) ∇log q(z), and ψ minimises
-    (cost − c̄ − b_ψ(x))² (Mnih & Gregor, 2014, "Neural Variational Inference and Learning").
-    c̄ and σ̄² are bias-corrected moving averages of the cost and of the centred signal's
-    variance, taken before the current batch. Normalisation rescales the gradient by the positive
-    factor ``1 / last_scale_``; with ``normalize=False`` the estimator is unbiased.
+    ∇ = [∇cost + (cost − c̄ − u·b_ψ(x)) ∇log q(z)] / max(1, σ̄), and ψ minimises
+    ((cost − c̄)/u − b_ψ(x))² (Mnih & Gregor, 2014, "Neural Variational Inference and Learning").
+    c̄ is a bias-corrected moving average of the cost, σ̄² one of the centred signal's variance
+    and u² = max(1, ·) of one of (cost − c̄)², all taken before the current batch; before the
+    first update (no history) c̄ for each element is the mean of the *other* costs of the call,
+    and σ̄², u² are the batch's mean squares. Normalisation divides the whole estimate (the
+    direct term ∇cost too) by the positive factor ``last_scale_``; with ``normalize=False`` the
+    estimator is unbiased. The network predicts in units of u, the spread of the centred cost,
+    so that under a scale-free optimiser (Adam) it fits a cost of any size at the same speed.
 
     Args:
         net: module mapping ``context`` to a baseline of shape ``(*batch)`` or ``(*batch, 1)``,
             where ``*batch`` are the leading dimensions of ``cost``; ``None`` for none.
         decay: weight of the past in the moving averages, in [0, 1).
-        normalize: divide the centred signal by ``max(1, σ̄)``.
+        normalize: divide the estimate by ``max(1, σ̄)``.
 
     Example::
 
@@ -183,28 +217,34 @@ class NVILBaseline(Baseline):
         self.net = net
         self.normalize = normalize
         self.moments = _RunningMoments(decay)
+        self.spread = _RunningMoments(decay)  # of cost − c̄: the unit of the network's output
         self.last_scale_ = 1.0
 
     def forward(self, cost: Tensor, log_prob: Tensor, context: Any = None) -> Tensor:
         _check_log_prob_shape(cost, log_prob)
-        mean = self.moments.mean.to(cost)
+        residual = cost.detach() - self.moments.centring(cost)
+        unit = 1.0
         if self.net is None:
             learned = torch.zeros((), dtype=cost.dtype, device=cost.device)
         else:
             if context is None:
                 raise ValueError("context must be given when NVILBaseline has a net")
-            learned = _align(self.net(context), cost)
-        centred = cost.detach() - mean - learned.detach()
+            unit = max(1.0, float(self.spread.mean_square(residual).sqrt()))
+            learned = unit * _align(self.net(context), cost)
+        centred = residual - learned.detach()
         scale = 1.0
         if self.normalize:
-            scale = max(1.0, float(self.moments.var.sqrt()))
+            scale = max(1.0, float(self.moments.mean_square(centred).sqrt()))
         self.last_scale_ = scale
-        surrogate = cost + gradient_only(centred / scale * log_prob)
+        # The whole estimate is divided, the direct term ∇cost with it: left undivided, its noise
+        # (for an ELBO, ∇log q(z|x) with mean zero) would outweigh the normalised signal.
+        surrogate = cost.detach() + gradient_only(cost + centred * log_prob) / scale
         if self.net is not None:
-            fit = (cost.detach() - mean - learned).square()
+            fit = ((residual - learned) / unit).square()
             surrogate = surrogate + gradient_only(fit.expand_as(surrogate))
         if self.training:
             self.moments.update(cost, centred)
+            self.spread.update(residual)
         return surrogate
 
 

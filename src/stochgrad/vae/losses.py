@@ -284,6 +284,7 @@ class ELBO(VAELoss):
             raise ValueError(f"analytic_kl must be 'auto', True or False, got {analytic_kl!r}")
         self.analytic_kl = analytic_kl
         self.uses_analytic_kl_: bool | None = None
+        self._terms: tuple[Tensor, Tensor] | None = None  # (log p(x | z), KL) for objective
 
     def _kl(self) -> Tensor | None:
         if self.analytic_kl is False:
@@ -292,22 +293,48 @@ class ELBO(VAELoss):
         inf_net: Any = self.inf_net
         gen_model: Any = self.gen_model
         try:
-            kl = kl_divergence(inf_net.distribution, gen_model.prior)
+            q, prior = inf_net.distribution, gen_model.prior
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                # torch's Bernoulli (and other) KLs index with masks of each argument's shape.
+                prior = prior.expand(q.batch_shape)
+            kl = kl_divergence(q, prior)
         except (NotImplementedError, AttributeError) as error:
             if self.analytic_kl is True:
                 raise ValueError(f"analytic_kl=True but no closed-form KL: {error}") from error
             return None
         return kl
 
+    def evaluate(
+        self, data: Tensors, inf_net: InferenceNetworkProtocol, latents: Tensors
+    ) -> tuple[Tensor, Tensor]:
+        """With a closed-form KL only log p(x | z) enters the loss: it is evaluated once, and
+        log q(z | x), log p(z) only for the record, without a graph."""
+        kl = self._kl()
+        self.uses_analytic_kl_ = kl is not None
+        self._terms = None
+        if kl is None:
+            return super().evaluate(data, inf_net, latents)
+        batch_size, n_samples = _as_list(latents)[0].shape[:2]
+        gen_model: Any = self.gen_model(data, latents)
+        log_likelihood = gen_model.log_likelihood(data, latents)
+        with torch.no_grad():
+            log_q = inf_net.log_prob(latents)
+            log_prior = getattr(gen_model, "log_prior", None)
+            if log_prior is None:
+                log_p = gen_model.log_prob(data, latents)
+            else:
+                log_p = log_prior(latents) + log_likelihood
+        check_log_densities(log_q, log_p, batch_size, n_samples)
+        self._terms = (log_likelihood, kl)
+        return log_q, log_p
+
     def objective(
         self, log_q: Tensor, log_p: Tensor | None, data: Tensors, latents: Tensors
     ) -> Tensor:
-        kl = self._kl()
-        self.uses_analytic_kl_ = kl is not None
-        if kl is None:
+        terms, self._terms = self._terms, None
+        if terms is None:
             return F.elbo_loss(log_q, cast(Tensor, log_p))
-        log_likelihood = cast(Any, self.gen_model).log_likelihood(data, latents)
-        return F.elbo_loss_analytic_kl(log_likelihood, kl)
+        return F.elbo_loss_analytic_kl(*terms)
 
 
 class IWAE(_MultiSampleLoss):
