@@ -80,7 +80,13 @@ def test_compare_writes_tables_and_figures_and_reuses_runs(tmp_path, capsys):
     normal = [float(run["test_neg_elbo"]) for run in runs if run["latent"] == "normal"]
     mean = float(rows[0]["test_neg_elbo_mean"])
     assert mean == pytest.approx(sum(normal) / 2)  # the table aggregates the per-run values
-    for name in ("learning_curves", "reconstructions", "prior_samples", "latent_embeddings"):
+    for name in (
+        "learning_curves",
+        "gradient_variance",
+        "reconstructions",
+        "prior_samples",
+        "latent_embeddings",
+    ):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     assert (tmp_path / "results.md").read_text().startswith("| latent |")
     # A second call finds every run finished and trains nothing.

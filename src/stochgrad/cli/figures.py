@@ -1,4 +1,5 @@
-"""Figures of ``stochgrad compare``: learning curves, reconstructions, prior samples, embeddings.
+"""Figures of ``stochgrad compare``: learning curves, encoder gradient variance, reconstructions,
+prior samples, embeddings.
 
 Each figure shows one model per (latent, estimator, dim) group: the run with the first seed.
 """
@@ -17,7 +18,7 @@ _FIGURE_SEED = 2018
 
 
 def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Write the four PNG figures into ``folder`` and return their paths."""
+    """Write the five PNG figures into ``folder`` and return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,6 +33,7 @@ def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     firsts = {label: members[0] for label, members in groups.items()}
     return [
         _learning_curves(plt, groups, folder / "learning_curves.png"),
+        _gradient_variance(plt, groups, folder / "gradient_variance.png"),
         _image_grid(plt, firsts, folder / "reconstructions.png", reconstruct=True),
         _image_grid(plt, firsts, folder / "prior_samples.png", reconstruct=False),
         _embeddings(plt, firsts, folder / "latent_embeddings.png"),
@@ -49,6 +51,32 @@ def _learning_curves(plt, groups, path: Path) -> Path:
     axis.set_title("Learning curves")
     axis.grid(alpha=0.3)
     axis.legend(fontsize=7)
+    figure.tight_layout()
+    figure.savefig(path, dpi=110)
+    plt.close(figure)
+    return path
+
+
+def _gradient_variance(plt, groups, path: Path) -> Path:
+    """Total variance of the encoder gradient against the training step, one line per seed."""
+    figure, axis = plt.subplots(figsize=(7, 4.5))
+    for index, (label, members) in enumerate(groups.items()):
+        color = f"C{index % 10}"
+        style = "-" if index < 10 else "--"
+        for seed, member in enumerate(members):
+            probes = [r for r in member["history"] if r.get("grad_variance") is not None]
+            steps = [r.get("step", r["epoch"]) for r in probes]
+            label_ = None if seed else label
+            axis.plot(steps, [r["grad_variance"] for r in probes], style, color=color,
+                      marker="o", markersize=3, alpha=0.8, label=label_)  # fmt: skip
+    axis.set_xscale("log")
+    axis.set_yscale("log")
+    axis.set_xlabel("training step")
+    axis.set_ylabel("encoder gradient variance (sum over parameters)")
+    axis.set_title("Gradient variance at fixed parameters (one line per seed)")
+    axis.grid(alpha=0.3, which="both")
+    if axis.has_data():
+        axis.legend(fontsize=6, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
