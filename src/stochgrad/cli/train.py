@@ -427,10 +427,34 @@ def probe_gradient(step: nn.Module, images: Tensor, draws: int, device: torch.de
     learned control variates' running statistics and the loss history stay untouched) under a
     fixed seed inside ``fork_rng`` (so the training random streams do not move).
     """
-    probe = copy.deepcopy(step)
+    probe = _detached_copy(step)
     with _fixed_seed(device):
         encoder = cast(VAE, probe.vae).encoder
         return gradient_variance(lambda: probe(images), encoder.parameters(), draws)
+
+
+def _detached_copy(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy(module)``, also when it caches tensors of the last forward pass (the
+    protocol objects keep their parameters and distributions): those are not graph leaves, which
+    deepcopy refuses, so the copy gets detached clones of them."""
+    memo: dict[int, Any] = {}
+    seen: set[int] = set()
+    pending: list[Any] = [module]
+    while pending:
+        value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Tensor):
+            if value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            pending.extend(value)
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            pending.extend(vars(value).values())
+    return copy.deepcopy(module, memo)
 
 
 def _last(history: list[dict[str, float]], key: str) -> float | None:
