@@ -45,8 +45,10 @@ __all__ = [
     "TrainConfig",
     "build_vae",
     "options_from_args",
+    "probe_gradient",
     "public_config",
     "resolve_config",
+    "split_validation",
     "train",
     "trained_weights",
 ]
