@@ -35,7 +35,7 @@ def test_quick_budget_is_the_default(planned):
 def test_full_budget_trains_the_all_grid_with_early_stopping(planned):
     assert main(["compare", "--budget", "full"]) == 0
     runs, base = planned[0]
-    assert (base.epochs, base.iwae_samples, base.grad_draws) == (100, 1000, 16)
+    assert (base.epochs, base.iwae_samples, base.grad_draws) == (50, 1000, 16)
     assert (base.validation, base.patience) == (0.1, 5)
     rows = {(latent, estimator) for latent, estimator, _, _ in runs}
     assert {latent for latent, _ in rows} == set(FAMILIES)
