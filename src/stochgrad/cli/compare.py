@@ -393,9 +393,11 @@ def _notes(rows: list[dict[str, Any]]) -> list[str]:
         "\\* p < 0.05, \\*\\* p < 0.01, not corrected for the number of rows. *encoder grad "
         "variance*: the total variance (sum over the encoder's parameters) of the training "
         "gradient at the last epoch, from independent draws at fixed parameters on one fixed "
-        "batch, and its signal-to-noise ratio ‖E g‖² / tr Cov g; means over seeds. The SNR "
-        "compares estimators whose gradients have different scales (nvil divides its learning "
-        "signal by a running standard deviation).",
+        "batch, and its signal-to-noise ratio ‖E g‖² / tr Cov g (from unbiased estimates of "
+        "both, so it can fall below 0 where the mean gradient is lost in the noise); means over "
+        "seeds. The "
+        "SNR compares estimators whose gradients have different scales (nvil divides its "
+        "learning signal by a running standard deviation).",
     ]
     present = {(row["latent"], row["estimator"]) for row in rows}
     for estimator, note in _NOT_COMPARABLE.items():
