@@ -77,6 +77,7 @@ def test_compare_writes_tables_and_figures_and_reuses_runs(tmp_path, capsys):
     with open(tmp_path / "runs.csv") as handle:
         runs = list(csv.DictReader(handle))
     assert len(runs) == 4
+    assert all(float(run["grad_variance"]) > 0 and run["epochs_trained"] == "2" for run in runs)
     normal = [float(run["test_neg_elbo"]) for run in runs if run["latent"] == "normal"]
     mean = float(rows[0]["test_neg_elbo_mean"])
     assert mean == pytest.approx(sum(normal) / 2)  # the table aggregates the per-run values
