@@ -89,9 +89,13 @@ def test_no_command_runs_the_main_job(monkeypatch, capsys):
 def test_help_shows_the_defaults(command, capsys):
     assert main([command, "--help"]) == 0
     text = " ".join(capsys.readouterr().out.split())  # undo the line wrapping
+    # compare's budgeted options take their defaults from --budget (quick or full).
+    budgeted = "from --budget" if command == "compare" else None
     for shown in ("--epochs EPOCHS passes over the training set (default: ",
                   "--lr LR Adam learning rate (default: 0.001)",
-                  "--iwae-samples IWAE_SAMPLES K of the test log p(x) (default: 1000)",
-                  "--batch-size BATCH_SIZE images per step (default: 100)"):  # fmt: skip
+                  f"--iwae-samples IWAE_SAMPLES K of the test log p(x) "
+                  f"(default: {budgeted or 1000}",
+                  "--batch-size BATCH_SIZE images per step (default: 100)",
+                  *(["(default: quick)"] if budgeted else [])):  # fmt: skip
         assert shown in text
     assert "(default: None)" not in text and "(default: False)" not in text

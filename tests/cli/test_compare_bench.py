@@ -86,10 +86,17 @@ def test_compare_writes_tables_and_figures_and_reuses_runs(tmp_path, capsys):
     with open(tmp_path / "runs.csv") as handle:
         runs = list(csv.DictReader(handle))
     assert len(runs) == 4
+    assert all(float(run["grad_variance"]) > 0 and run["epochs_trained"] == "2" for run in runs)
     normal = [float(run["test_neg_elbo"]) for run in runs if run["latent"] == "normal"]
     mean = float(rows[0]["test_neg_elbo_mean"])
     assert mean == pytest.approx(sum(normal) / 2)  # the table aggregates the per-run values
-    for name in ("learning_curves", "reconstructions", "prior_samples", "latent_embeddings"):
+    for name in (
+        "learning_curves",
+        "gradient_variance",
+        "reconstructions",
+        "prior_samples",
+        "latent_embeddings",
+    ):
         assert (tmp_path / "figures" / f"{name}.png").stat().st_size > 1000
     assert (tmp_path / "results.md").read_text().startswith("| latent |")
     # A second call finds every run finished and trains nothing.
@@ -137,7 +144,8 @@ def _tiny_compare(out, epochs, *extra):
 
 
 def _curve(metrics):
-    return [{k: v for k, v in record.items() if k != "seconds"} for record in metrics["history"]]
+    timings = ("seconds", "probe_seconds")
+    return [{k: v for k, v in r.items() if k not in timings} for r in metrics["history"]]
 
 
 def test_compare_reuses_a_run_only_when_its_whole_configuration_matches(tmp_path, capsys):
@@ -154,7 +162,7 @@ def test_compare_reuses_a_run_only_when_its_whole_configuration_matches(tmp_path
     assert one_epoch["config"]["epochs"] == len(one_epoch["history"]) == 1
     assert _curve(one_epoch)[0] == _curve(two_epochs)[0]  # the same first epoch, retrained
     with open(tmp_path / "runs.csv") as handle:
-        assert [row["epochs"] for row in csv.DictReader(handle)] == ["1"]
+        assert [row["epochs_trained"] for row in csv.DictReader(handle)] == ["1"]
     # More epochs continue the 1-epoch run exactly; the same epochs again reuse it.
     assert main(_tiny_compare(tmp_path, 2)) == 0
     assert _curve(json.loads((run / "metrics.json").read_text())) == _curve(two_epochs)

@@ -61,14 +61,35 @@ def _add_data_options(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--test-size", type=int, help="use only the first N test images")
 
 
-def _add_training_options(parser: argparse.ArgumentParser, epochs: int) -> None:
+def _add_training_options(parser: argparse.ArgumentParser, budget: bool = False) -> None:
+    """The training options; with ``budget`` (compare) those that --budget sets default to None."""
+
+    def default(value):
+        return (None, " (default: from --budget)") if budget else (value, f" (default: {value})")
+
     group = parser.add_argument_group("training")
-    group.add_argument("--epochs", type=int, default=epochs, help="passes over the training set")
+    epochs, note = default(10)
+    group.add_argument("--epochs", type=int, default=epochs,
+                       help="passes over the training set" + note + "; with --patience, at most "
+                       "this many")  # fmt: skip
     group.add_argument("--batch-size", type=int, default=100, help="images per step")
     group.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
     group.add_argument("--samples", type=int, default=5, help="K for vimco, rws and loo")
     group.add_argument("--temperature", type=float, default=0.5, help="for gumbel, st, igr")
-    group.add_argument("--iwae-samples", type=int, default=1000, help="K of the test log p(x)")
+    iwae, note = default(1000)
+    group.add_argument("--iwae-samples", type=int, default=iwae,
+                       help="K of the test log p(x)" + note)  # fmt: skip
+    draws, note = default(8)
+    group.add_argument("--grad-draws", type=int, default=draws, help="gradient draws per probe of "
+                       "the encoder gradient variance, after epochs 1, 2, 4, ... and the last; 0: "
+                       "off" + note)  # fmt: skip
+    validation, note = default(0.0)
+    group.add_argument("--validation", type=float, default=validation, help="fraction of the "
+                       "training images held out for the validation -ELBO" + note)  # fmt: skip
+    patience, note = default(0)
+    group.add_argument("--patience", type=int, default=patience, help="stop after this many "
+                       "epochs without a better validation -ELBO and keep the best epoch's "
+                       "weights; 0: train all --epochs" + note)  # fmt: skip
     group.add_argument("--device", default="cpu", help="cpu or cuda[:index]")
     group.add_argument("--threads", type=int, help="torch.set_num_threads for this process")
     group.add_argument("--no-progress", action="store_true", help="hide the progress bars")
@@ -95,16 +116,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--overwrite", action="store_true", help="replace an earlier run in --out (not resumed)"
     )
-    _add_training_options(train, epochs=10)
+    _add_training_options(train)
     _add_data_options(train)
 
-    from stochgrad.cli.compare import DEFAULT_GRID, add_compare_options
+    from stochgrad.cli.compare import add_compare_options
 
     compare = commands.add_parser(
         "compare", help="train a grid of families x estimators x dims x seeds and report"
     )
     add_compare_options(compare)
-    _add_training_options(compare, epochs=int(str(DEFAULT_GRID["epochs"])))
+    _add_training_options(compare, budget=True)
     _add_data_options(compare)
 
     bench = commands.add_parser(

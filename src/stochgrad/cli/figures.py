@@ -1,4 +1,5 @@
-"""Figures of ``stochgrad compare``: learning curves, reconstructions, prior samples, embeddings.
+"""Figures of ``stochgrad compare``: learning curves, encoder gradient variance, reconstructions,
+prior samples, embeddings.
 
 Each figure shows one model per (latent, estimator, dim) group: the run with the first seed.
 """
@@ -10,6 +11,8 @@ from typing import Any
 
 import torch
 
+from stochgrad.cli.models import FAMILIES
+
 __all__ = ["write_figures"]
 
 _COLUMNS = 10
@@ -17,7 +20,7 @@ _FIGURE_SEED = 2018
 
 
 def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
-    """Write the four PNG figures into ``folder`` and return their paths."""
+    """Write the five PNG figures into ``folder`` and return their paths."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -32,27 +35,78 @@ def write_figures(results: list[dict[str, Any]], folder: Path) -> list[Path]:
     firsts = {label: members[0] for label, members in groups.items()}
     return [
         _learning_curves(plt, groups, folder / "learning_curves.png"),
+        _gradient_variance(plt, groups, folder / "gradient_variance.png"),
         _image_grid(plt, firsts, folder / "reconstructions.png", reconstruct=True),
         _image_grid(plt, firsts, folder / "prior_samples.png", reconstruct=False),
         _embeddings(plt, firsts, folder / "latent_embeddings.png"),
     ]
 
 
-def _learning_curves(plt, groups, path: Path) -> Path:
-    figure, axis = plt.subplots(figsize=(7, 4.5))
+def _panels(plt, groups):
+    """A figure with one panel per kind of latent (continuous, discrete) present in ``groups``,
+    and the groups of each panel."""
+    kinds: dict[str, dict[str, list[dict[str, Any]]]] = {}
     for label, members in groups.items():
-        epochs = [record["epoch"] for record in members[0]["history"]]
-        curves = torch.tensor([[r["test_neg_elbo"] for r in m["history"]] for m in members])
-        axis.plot(epochs, curves.mean(0).tolist(), marker="o", markersize=3, label=label)
-    axis.set_xlabel("epoch")
-    axis.set_ylabel("test negative ELBO (nats, mean over seeds)")
-    axis.set_title("Learning curves")
-    axis.grid(alpha=0.3)
-    axis.legend(fontsize=7)
+        discrete = FAMILIES[members[0]["config"]["latent"]].discrete
+        kinds.setdefault("discrete" if discrete else "continuous", {})[label] = members
+    figure, axes = plt.subplots(1, len(kinds), figsize=(6.5 * len(kinds), 4.8), squeeze=False)
+    names = sorted(kinds)
+    return figure, [(axis, kind, kinds[kind]) for axis, kind in zip(axes[0], names, strict=True)]
+
+
+def _style(index: int) -> dict[str, Any]:
+    """Ten colours, then the same colours dashed, then dotted: up to 30 distinguishable lines."""
+    return {"color": f"C{index % 10}", "linestyle": ("-", "--", ":")[index // 10 % 3]}
+
+
+def _save(plt, figure, path: Path) -> Path:
+    for axis in figure.axes:
+        if axis.has_data():
+            axis.legend(fontsize=6, ncol=2)
     figure.tight_layout()
     figure.savefig(path, dpi=110)
     plt.close(figure)
     return path
+
+
+def _learning_curves(plt, groups, path: Path) -> Path:
+    figure, panels = _panels(plt, groups)
+    for axis, kind, members_of in panels:
+        for index, (label, members) in enumerate(members_of.items()):
+            # Early stopping ends the seeds' runs at different epochs: average the seeds that
+            # reached each epoch.
+            by_epoch: dict[int, list[float]] = {}
+            for member in members:
+                for record in member["history"]:
+                    by_epoch.setdefault(record["epoch"], []).append(record["test_neg_elbo"])
+            epochs = sorted(by_epoch)
+            means = [sum(by_epoch[epoch]) / len(by_epoch[epoch]) for epoch in epochs]
+            axis.plot(epochs, means, marker="o", markersize=2, label=label, **_style(index))
+        axis.set_xlabel("epoch")
+        axis.set_ylabel("test negative ELBO (nats, mean over the seeds still training)")
+        axis.set_title(f"Learning curves, {kind} latents")
+        axis.grid(alpha=0.3)
+    return _save(plt, figure, path)
+
+
+def _gradient_variance(plt, groups, path: Path) -> Path:
+    """Total variance of the encoder gradient against the training step, one line per seed."""
+    figure, panels = _panels(plt, groups)
+    for axis, kind, members_of in panels:
+        for index, (label, members) in enumerate(members_of.items()):
+            for seed, member in enumerate(members):
+                probes = [r for r in member["history"] if r.get("grad_variance") is not None]
+                steps = [r.get("step", r["epoch"]) for r in probes]
+                axis.plot(steps, [r["grad_variance"] for r in probes], marker="o", markersize=2,
+                          alpha=0.8, label=None if seed else label, **_style(index))  # fmt: skip
+        if axis.has_data():
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+        axis.set_xlabel("training step")
+        axis.set_ylabel("encoder gradient variance (sum over parameters)")
+        axis.set_title(f"Encoder gradient variance at fixed parameters, {kind} latents")
+        axis.grid(alpha=0.3, which="both")
+    return _save(plt, figure, path)
 
 
 @torch.no_grad()

@@ -13,6 +13,7 @@ objectives themselves.
 from __future__ import annotations
 
 import contextlib
+import copy
 import json
 import math
 import os
@@ -28,6 +29,7 @@ from torch import Tensor, nn
 
 from stochgrad import estimators
 from stochgrad.cli.checkpoint import load_checkpoint, remove_stale_temporaries, save_atomic
+from stochgrad.cli.diagnostics import gradient_variance
 from stochgrad.cli.errors import TrainingError, UsageError
 from stochgrad.cli.models import FAMILIES, VAE
 from stochgrad.cli.objectives import (
@@ -46,21 +48,25 @@ __all__ = [
     "TrainConfig",
     "build_vae",
     "options_from_args",
+    "probe_gradient",
     "public_config",
     "resolve_config",
     "resume_mismatch",
+    "split_validation",
     "to_json",
     "train",
+    "trained_weights",
 ]
 
 CHECKPOINT_NAME = "checkpoint.pt"
 METRICS_NAME = "metrics.json"
 _EVAL_SEED = 987654321
+_VALIDATION_BINARIZATION_SEED = 4321
 # Settings that must match for --resume to continue the same run.
 _RUN_DEFINING = (
     "latent", "estimator", "dim", "batch_size", "lr", "seed", "data", "train_size",
     "test_size", "samples", "temperature", "hidden", "optimizer", "binarization", "anneal_rate",
-    "anneal_every", "steps", "normalize_signal",
+    "anneal_every", "steps", "normalize_signal", "validation",
 )  # fmt: skip
 
 
@@ -84,6 +90,9 @@ class TrainConfig:
     iwae_samples: int = 1000
     samples: int = 5
     temperature: float = 0.5
+    grad_draws: int = 8
+    validation: float = 0.0
+    patience: int = 0
     resume: bool = False
     overwrite: bool = False
     progress: bool | None = None
@@ -98,7 +107,8 @@ class TrainConfig:
 
 
 _OPTIONS = ("epochs", "batch_size", "lr", "device", "data", "data_dir", "train_size",
-            "test_size", "iwae_samples", "samples", "temperature")  # fmt: skip
+            "test_size", "iwae_samples", "samples", "temperature", "grad_draws", "validation",
+            "patience")  # fmt: skip
 
 
 def options_from_args(args: Any) -> dict[str, Any]:
@@ -130,6 +140,7 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         ("--batch-size", config.batch_size, 1),
         ("--iwae-samples", config.iwae_samples, 1),
         ("--samples", config.samples, 2 if estimator in MULTI_SAMPLE else 1),
+        ("--patience", config.patience, 0),
     ]
     for name, value, minimum in checks:
         if value < minimum:
@@ -138,6 +149,12 @@ def resolve_config(config: TrainConfig) -> TrainConfig:
         if not rate > 0:
             raise UsageError(f"{name} must be > 0, got {rate}")
     _check_schedule(config)
+    if config.grad_draws == 1 or config.grad_draws < 0:
+        raise UsageError(f"--grad-draws must be 0 (off) or >= 2, got {config.grad_draws}")
+    if not 0 <= config.validation < 1:
+        raise UsageError(f"--validation must be in [0, 1), got {config.validation}")
+    if config.patience and not config.validation:
+        raise UsageError("--patience needs a validation split: set --validation, e.g. 0.1")
     if config.data not in DATASETS:
         raise UsageError(f"unknown dataset {config.data!r}; choose one of {', '.join(DATASETS)}")
     if config.data_dir is not None and config.data != "mnist":
@@ -266,15 +283,22 @@ def _gather(obj: Any, world_size: int) -> list[Any]:
     return gathered
 
 
-def _evaluate(vae: VAE, images: Tensor, device: torch.device, fn: Callable, *args) -> float:
-    """Run ``fn`` under a fixed seed without touching the training RNG streams."""
+@contextlib.contextmanager
+def _fixed_seed(device: torch.device):
+    """The evaluation seed inside ``fork_rng``: the training RNG streams do not move."""
     devices = []
     if device.type == "cuda":
         devices = [device.index if device.index is not None else torch.cuda.current_device()]
-    was_training = vae.training
-    vae.eval()
     with torch.random.fork_rng(devices=devices, device_type=device.type):
         torch.manual_seed(_EVAL_SEED)
+        yield
+
+
+def _evaluate(vae: VAE, images: Tensor, device: torch.device, fn: Callable, *args) -> float:
+    """Run ``fn`` under a fixed seed without touching the training RNG streams."""
+    was_training = vae.training
+    vae.eval()
+    with _fixed_seed(device):
         value = fn(vae, images, *args)
     vae.train(was_training)
     return value
@@ -288,7 +312,15 @@ def train(
     """Train one VAE as ``config`` says and return its metrics (also written to metrics.json).
 
     The returned dict holds the resolved config, ``history`` (one record per epoch), the final
-    ``test_neg_elbo``, ``test_iwae_ll`` and ``seconds_per_epoch``.
+    ``test_neg_elbo``, ``test_iwae_ll``, ``seconds_per_epoch``, ``epochs_trained``,
+    ``best_epoch`` (early stopping; else the last), ``grad_variance``, ``grad_mean_norm2`` and
+    ``grad_snr`` (the last probe's).
+
+    With ``validation`` > 0 the last fraction of the training images is held out and its -ELBO
+    recorded every epoch; with ``patience`` > 0 training stops once it has not improved for that
+    many epochs, and the test metrics are those of the best epoch's weights. With ``grad_draws``
+    G >= 2 the encoder gradient is probed (:func:`probe_gradient`) after epochs 1, 2, 4, 8, ...
+    and the last one.
     """
     config = resolve_config(config)
     if dataset is None:  # before the output folder is touched: bad data writes nothing
@@ -307,6 +339,7 @@ def train(
 def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     device = _rank_device(config.device, world_size)
     dataset = dataset.subset(config.train_size, config.test_size)
+    dataset, validation_images = split_validation(dataset, config.validation)
     if config.batch_size % world_size:
         raise UsageError(
             f"--batch-size {config.batch_size} must be divisible by the {world_size} processes"
@@ -339,6 +372,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
     history: list[dict[str, float]] = []
     start_epoch = 0
     _check_fresh_start(config, out, rank, log)
+    best: dict[str, Any] = {"epoch": 0, "model": None}
     if config.resume and checkpoint_path.exists():
         state = load_checkpoint(checkpoint_path)
         _check_resumable(state, config, world_size, checkpoint_path)
@@ -348,6 +382,7 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         _set_rng_state(state["rng"]["ranks"][rank], device)
         history = state["history"]
         start_epoch = state["epoch"]
+        best = state.get("best", best)
         log(f"resumed from {checkpoint_path} after epoch {start_epoch}")
     if rank == 0:
         remove_stale_temporaries(checkpoint_path)
@@ -358,11 +393,16 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         train_images = dataset.binarized_train_images()
     per_epoch = max(1, len(train_images) // config.batch_size)  # minibatches drops the last
     epochs = config.epochs if config.steps is None else math.ceil(config.steps / per_epoch)
+    probe_images = _probe_batch(train_images, config.batch_size).to(device)
+    if validation_images is not None:
+        validation_images = validation_images.to(device)
     log(
         f"train {config.latent}/{config.estimator} dim={config.dim} on {dataset.name} "
         f"({len(train_images)} train, {len(test_images)} test), {world_size} process(es)"
     )
     for epoch in range(start_epoch + 1, epochs + 1):
+        if _stopped(history, best, config.patience):
+            break
         started = time.perf_counter()
         batches = minibatches(len(train_images), config.batch_size, data_generator)
         first = (epoch - 1) * per_epoch  # the global number of this epoch's first step
@@ -398,13 +438,24 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
         }
         if rank == 0 and not math.isfinite(record["test_neg_elbo"]):
             raise _diverged(f"the test -ELBO became {record['test_neg_elbo']}", f"epoch {epoch}")
+        if validation_images is not None:  # on every rank: all take the same stopping decision
+            record["validation_neg_elbo"] = _evaluate(vae, validation_images, device, negative_elbo)
+            earlier = [r["validation_neg_elbo"] for r in history]
+            if config.patience and record["validation_neg_elbo"] < min(earlier, default=math.inf):
+                best = {"epoch": epoch, "model": copy.deepcopy(step.state_dict())}
+        last = epoch == epochs or _stopped([*history, record], best, config.patience)
+        if config.grad_draws and (epoch & (epoch - 1) == 0 or last):  # 1, 2, 4, 8, ... and last
+            started = time.perf_counter()
+            record.update(probe_gradient(step, probe_images, config.grad_draws, device))
+            record["probe_seconds"] = time.perf_counter() - started
         history.append(record)
-        log(
-            f"epoch {epoch:3d}/{epochs}  train bound {record['train_bound']:9.3f}  "
-            f"test -ELBO {record['test_neg_elbo']:9.3f}  {seconds:6.2f} s"
-        )
+        log(_epoch_line(record, epochs))
         _save(checkpoint_path, step, optimizer, data_generator, history, config, rank,
-              world_size, device)  # fmt: skip
+              world_size, device, best)  # fmt: skip
+
+    if best["model"] is not None and config.patience:
+        step.load_state_dict(best["model"])
+        log(f"restored the weights of epoch {best['epoch']} (best validation -ELBO)")
 
     result: dict[str, Any] = {}
     if rank == 0:
@@ -418,13 +469,18 @@ def _train(config, dataset, log, rank, world_size) -> dict[str, Any]:
                 vae, test_images, device, iwae_log_likelihood, config.iwae_samples
             ),
             "seconds_per_epoch": sum(times) / max(len(times), 1),
+            "epochs_trained": len(history),
+            "best_epoch": best["epoch"] if config.patience else len(history),
+            "grad_variance": _last(history, "grad_variance"),
+            "grad_mean_norm2": _last(history, "grad_mean_norm2"),
+            "grad_snr": _last(history, "grad_snr"),
             "world_size": world_size,
         }
         for key in ("test_neg_elbo", "test_iwae_ll"):
             if not math.isfinite(result[key]):
                 raise _diverged(
                     f"the final {key} became {result[key]}",
-                    f"the evaluation after epoch {config.epochs}",
+                    f"the evaluation after epoch {len(history)}",
                 )
         out.mkdir(parents=True, exist_ok=True)
         (out / METRICS_NAME).write_text(to_json(result))
@@ -482,6 +538,98 @@ def to_json(value: Any) -> str:
     return json.dumps(clean(value), indent=2, allow_nan=False)
 
 
+def split_validation(dataset: Dataset, fraction: float) -> tuple[Dataset, Tensor | None]:
+    """The training set without its last ``fraction`` of images, and those images binarized
+    once with a fixed generator (the same split and pixels for every seed); ``None`` at 0."""
+    held = round(fraction * len(dataset.train_images))
+    if held == 0:
+        return dataset, None
+    if held >= len(dataset.train_images):
+        raise UsageError(f"--validation {fraction} leaves no training images")
+    generator = torch.Generator().manual_seed(_VALIDATION_BINARIZATION_SEED)
+    validation = binarize(dataset.train_images[-held:], generator)
+    kept = replace(dataset, train_images=dataset.train_images[:-held],
+                   train_labels=dataset.train_labels[:-held])  # fmt: skip
+    return kept, validation
+
+
+def _stopped(history: list[dict[str, float]], best: dict[str, Any], patience: int) -> bool:
+    """Whether early stopping has ended the run: ``patience`` epochs without a better
+    validation -ELBO than the best epoch's."""
+    return bool(patience and history and history[-1]["epoch"] - best["epoch"] >= patience)
+
+
+def _probe_batch(train_images: Tensor, batch_size: int) -> Tensor:
+    """The fixed held batch of the gradient probes: the first training images, binarized with
+    the evaluation seed."""
+    generator = torch.Generator().manual_seed(_EVAL_SEED)
+    return binarize(train_images[:batch_size], generator)
+
+
+def probe_gradient(step: nn.Module, images: Tensor, draws: int, device: torch.device) -> dict:
+    """:func:`~stochgrad.cli.diagnostics.gradient_variance` of the training objective with
+    respect to the encoder's parameters, ``draws`` estimates on ``images`` at the current
+    parameters.
+
+    It runs on a deep copy of the model and objective (so the optimizer, the gradients, the
+    learned control variates' running statistics and the loss history stay untouched) under a
+    fixed seed inside ``fork_rng`` (so the training random streams do not move).
+    """
+    probe = _detached_copy(step)
+    with _fixed_seed(device):
+        encoder = cast(VAE, probe.vae).encoder
+        return gradient_variance(lambda: probe(images), encoder.parameters(), draws)
+
+
+def _detached_copy(module: nn.Module) -> nn.Module:
+    """``copy.deepcopy(module)``, also when it caches tensors of the last forward pass (the
+    protocol objects keep their parameters and distributions): those are not graph leaves, which
+    deepcopy refuses, so the copy gets detached clones of them."""
+    memo: dict[int, Any] = {}
+    seen: set[int] = set()
+    pending: list[Any] = [module]
+    while pending:
+        value = pending.pop()
+        if id(value) in seen:
+            continue
+        seen.add(id(value))
+        if isinstance(value, Tensor):
+            if value.grad_fn is not None:
+                memo[id(value)] = value.detach().clone()
+        elif isinstance(value, dict):
+            pending.extend(value.values())
+        elif isinstance(value, list | tuple | set):
+            pending.extend(value)
+        elif hasattr(value, "__dict__") and not isinstance(value, type):
+            pending.extend(vars(value).values())
+    return copy.deepcopy(module, memo)
+
+
+def _last(history: list[dict[str, float]], key: str) -> float | None:
+    values = [record[key] for record in history if key in record]
+    return values[-1] if values else None
+
+
+def _epoch_line(record: dict[str, float], epochs: int) -> str:
+    line = (
+        f"epoch {record['epoch']:3d}/{epochs}  train bound {record['train_bound']:9.3f}  "
+        f"test -ELBO {record['test_neg_elbo']:9.3f}  {record['seconds']:6.2f} s"
+    )
+    if "validation_neg_elbo" in record:
+        line += f"  validation -ELBO {record['validation_neg_elbo']:9.3f}"
+    if "grad_variance" in record:
+        line += f"  encoder grad variance {record['grad_variance']:.3g}"
+    return line
+
+
+def trained_weights(state: dict[str, Any]) -> dict[str, Tensor]:
+    """The weights a checkpoint's test metrics were measured with: the best epoch's when early
+    stopping restored them, else the last epoch's."""
+    best = state.get("best") or {}
+    patience = state.get("config", {}).get("patience", 0)
+    return best["model"] if patience and best.get("model") is not None else state["model"]
+
+
 def _progress(batches, config: TrainConfig, rank: int, epoch: int):
     if config.progress is False or rank != 0:
         return batches
@@ -501,7 +649,8 @@ def public_config(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def _save(path, step, optimizer, data_generator, history, config, rank, world_size, device):
+def _save(path, step, optimizer, data_generator, history, config, rank, world_size, device,
+          best):  # fmt: skip
     rng = _gather(_rng_state(device), world_size)
     if rank == 0:
         state = {
@@ -512,6 +661,7 @@ def _save(path, step, optimizer, data_generator, history, config, rank, world_si
             "model": step.state_dict(),
             "optimizer": optimizer.state_dict(),
             "rng": {"data": data_generator.get_state(), "ranks": rng},
+            "best": best,
         }
         save_atomic(state, path)
     if world_size > 1:
