@@ -110,6 +110,9 @@ struct ExpRange<double> {
                           ln2_lo = 1.90821492927058770002e-10;
   static constexpr double low_exp = -708.0, low_expm1 = -60.0, high = 710.0;
   static constexpr int degree = 13, bias = 1023, mantissa = 52;
+  static constexpr double inverse_factorial[] = {
+      1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+      1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
 };
 template <>
 struct ExpRange<float> {
@@ -117,11 +120,13 @@ struct ExpRange<float> {
   static constexpr float log2e = 1.44269504f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   static constexpr float low_exp = -87.0f, low_expm1 = -25.0f, high = 89.0f;
   static constexpr int degree = 8, bias = 127, mantissa = 23;
+  static constexpr float inverse_factorial[] = {
+      1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
 };
 
 // (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high].
 template <typename T>
-inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y, T low) {
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y, T low) {
   using V = Vectorized<T>;
   using R = ExpRange<T>;
   using I = Vectorized<typename R::Int>;
@@ -129,15 +134,9 @@ inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y
   V k = (yc * V(T(R::log2e))).round();
   V r = at::vec::fmadd(k, V(T(-R::ln2_hi)), yc);
   r = at::vec::fmadd(k, V(T(-R::ln2_lo)), r);
-  // 1/j! for j = degree .. 2, Horner: p = r + r^2 (1/2 + r (1/6 + ...)).
-  T coefficient = 1;
-  T inverse[R::degree + 1];
-  for (int j = 1; j <= R::degree; ++j) {
-    coefficient /= T(j);
-    inverse[j] = coefficient;
-  }
-  V q(inverse[R::degree]);
-  for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, r, V(inverse[j]));
+  // Horner: p = r + r^2 (1/2! + r (1/3! + ...)).
+  V q(R::inverse_factorial[R::degree]);
+  for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, r, V(R::inverse_factorial[j]));
   V p = at::vec::fmadd(q, r * r, r);
   I bits = at::vec::convert_to_int_of_same_size<T>(k) + I(typename R::Int(R::bias));
   V scale = at::vec::cast<T>(bits << I(typename R::Int(R::mantissa)));
@@ -145,13 +144,13 @@ inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y
 }
 
 template <typename T>
-inline Vectorized<T> fast_exp(const Vectorized<T>& y) {
+__attribute__((always_inline)) inline Vectorized<T> fast_exp(const Vectorized<T>& y) {
   auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_exp));
   return at::vec::fmadd(scale, p, scale);
 }
 
 template <typename T>
-inline Vectorized<T> fast_expm1(const Vectorized<T>& y) {
+__attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<T>& y) {
   auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1));
   return at::vec::fmadd(scale, p, scale - Vectorized<T>(T(1)));
 }
@@ -187,19 +186,26 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V x = log_x.exp();
   V diff = x - a;
   V sign = one.copysign(diff);
-  V lower = (one - sign) / V(T(2));
+  V lower = (one - sign) * V(T(0.5));
   V rate = sign * a;
   V slope = diff.abs();
   V x_safe = at::vec::clamp_min(x, tiny);
   V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
-  V root3 = V(T(2 * double(cutoff))) /
-            (slope + slope.hypot((V(T((4.0 / 3.0) * double(cutoff))) * x).sqrt()));
+  // hypot(slope, sqrt(k C x)) as sqrt(slope^2 + k C x); Sleef's hypot only where that overflows.
+  V k3 = V(T((4.0 / 3.0) * double(cutoff))) * x, k2 = V(T(2 * double(cutoff))) * x;
+  V h3 = at::vec::fmadd(slope, slope, k3).sqrt(), h2 = at::vec::fmadd(slope, slope, k2).sqrt();
+  const V inf(std::numeric_limits<T>::infinity());
+  if (((h3 == inf) | (h2 == inf)).zero_mask() != (1 << W) - 1) {  // some lane overflowed
+    h3 = slope.hypot(k3.sqrt());
+    h2 = slope.hypot(k2.sqrt());
+  }
+  V root3 = V(T(2 * double(cutoff))) / (slope + h3);
   s_lower = at::vec::minimum(s_lower, root3 + at::vec::clamp_min(root3 - one, zero) * V(T(1e30)));
-  V root = V(T(2 * double(cutoff))) / (slope + slope.hypot((V(T(2 * double(cutoff))) * x).sqrt()));
+  V root = V(T(2 * double(cutoff))) / (slope + h2);
   V s_upper = at::vec::minimum(root, ((C + a * root) / x_safe).log1p());
   V end = select(lower > V(T(0.5)), s_lower, s_upper);
   {  // one Newton step (_NEWTON_STEPS)
-    V em1 = (sign * end).expm1();
+    V em1 = fast_expm1<T>(sign * end);
     V phi = rate * end - x * em1;
     V dphi = rate - sign * x * (em1 + one);
     end = end - (phi + C) / dphi;
@@ -409,9 +415,9 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
     D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
     D concave = b1 > zero;
     for (int k = 0; k < kNewton; ++k) {
-      D log_ratio = ((end.neg()).expm1().neg() / e).log1p();
+      D log_ratio = (fast_expm1<double>(end.neg()).neg() / e).log1p();
       D phi = pp.neg() * end + b1 * log_ratio;
-      D dphi = pp.neg() + b1 * end.neg().exp() / (e * log_ratio.exp());
+      D dphi = pp.neg() + b1 * fast_exp<double>(end.neg()) / (e * fast_exp<double>(log_ratio));
       end = select(concave, end - (phi + C) / dphi, end);
     }
     end = select(concave, end, C / pp);
