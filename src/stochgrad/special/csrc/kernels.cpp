@@ -387,10 +387,16 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
   }
 }
 
+// The three ψ terms of a broadcast (a, b), for both orientations (p, q) = (a, b) and (b, a): the
+// per-lane lookups otherwise cost as much as several nodes.
+struct BetaCentred {
+  double a = NAN, b = NAN, plain = 0, swapped = 0;
+};
+
 template <typename L>
 void beta_group(const double* a_in, const double* b_in, const double* x_in, const double* xc_in,
                 double* grad_a, double* grad_b, const Rule<L>& usual, const Rule<L>& small_rule,
-                Digamma& digamma) {
+                Digamma& digamma, BetaCentred& memo) {
   using D = Vectorized<double>;
   constexpr int W = D::size();
   const double small = std::min(smallest(a_in, kGroup), smallest(b_in, kGroup));
@@ -436,10 +442,29 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   double m0[kGroup], m1[kGroup], mlog[kGroup];
   beta_nodes<L>(p, bm1, eps, delta, width, rule, m0, m1, mlog);
   double centred_a[kGroup], centred_b[kGroup];
+  bool shared = true;  // every lane has the memo's (a, b)? (never for NaN)
+  for (int k = 0; k < kGroup; ++k) shared = shared && a_in[k] == memo.a && b_in[k] == memo.b;
+  if (!shared) {
+    shared = true;
+    for (int k = 1; k < kGroup; ++k) shared = shared && a_in[k] == a_in[0] && b_in[k] == b_in[0];
+    if (shared && a_in[0] == a_in[0] && b_in[0] == b_in[0]) {
+      double total = digamma(a_in[0] + b_in[0]);
+      memo = {a_in[0], b_in[0], digamma_step(a_in[0], b_in[0], total, digamma),
+              digamma_step(b_in[0], a_in[0], total, digamma)};
+    } else {
+      shared = false;
+    }
+  }
   for (int k = 0; k < kGroup; ++k) {
-    double total = digamma(p[k] + q[k]);
-    centred_a[k] = digamma_step(p[k], q[k], total, digamma);
-    centred_b[k] = digamma_step(q[k], p[k], total, digamma);
+    if (shared) {  // mirrored lanes have (p, q) = (b, a)
+      const bool swapped = mirror[k] != 0;
+      centred_a[k] = swapped ? memo.swapped : memo.plain;
+      centred_b[k] = swapped ? memo.plain : memo.swapped;
+    } else {
+      double total = digamma(p[k] + q[k]);
+      centred_a[k] = digamma_step(p[k], q[k], total, digamma);
+      centred_b[k] = digamma_step(q[k], p[k], total, digamma);
+    }
   }
   for (int j = 0; j < kGroup; j += W) {
     D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
@@ -484,6 +509,7 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
     const int64_t groups = (total + kGroup - 1) / kGroup;
     at::parallel_for(0, groups, 128, [&](int64_t begin, int64_t end) {
       Digamma digamma;
+      BetaCentred memo;
       double da[kGroup], db[kGroup], dx[kGroup], dc[kGroup], ga[kGroup], gb[kGroup];
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * kGroup;
@@ -495,7 +521,7 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
           dx[k] = static_cast<double>(xp[i]);
           dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
         }
-        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma);
+        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma, memo);
         for (int k = 0; k < count; ++k) {
           gap[start + k] = static_cast<T>(ga[k]);
           gbp[start + k] = static_cast<T>(gb[k]);
