@@ -168,12 +168,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   constexpr int W = V::size();
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
-  T logs[W];
-  const T* log_x_in = input;
-  if (from_sample) {
-    V::loadu(input).log().store(logs);
-    log_x_in = logs;
-  }
   const double small = smallest(a_in, W);
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
@@ -182,8 +176,17 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const Rule<T>& rule = rules[tier];
   const T cutoff = rule.cutoff;
   const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
-  V a = V::loadu(a_in), log_x = V::loadu(log_x_in);
-  V x = log_x.exp();
+  V a = V::loadu(a_in);
+  // From a sample, x is the input itself and log x is only taken where it is needed (a < 10, or
+  // x far from a); a negative sample gives NaN, as its logarithm does on the torch path.
+  V x = from_sample ? V::loadu(input) : V::loadu(input).exp();
+  V log_x;
+  bool have_log = false;
+  auto logarithm = [&]() {
+    if (!have_log) log_x = from_sample ? x.log() : V::loadu(input);
+    have_log = true;
+    return log_x;
+  };
   V diff = x - a;
   V sign = one.copysign(diff);
   V lower = (one - sign) * V(T(0.5));
@@ -240,26 +243,27 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   if (small >= 10) {
     V ratio = x / a;
     V near = (at::vec::clamp(ratio, V(T(0.5)), V(T(2))) - one).log1p();
-    V far = log_x - a.log();
     V outside = at::vec::clamp_min(ratio - V(T(2)), zero) + at::vec::clamp_min(V(T(0.5)) - ratio, zero);
-    centred = select(outside > zero, far, near);
+    V far_lanes = (outside > zero) | (outside != outside);
+    centred = near;
+    if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
     V inv = a.reciprocal();
     V inv2 = inv * inv;
     V series = V(static_cast<T>(kStirling[6]));
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
     centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
-    T tmp[W];
+    T tmp[W], logs[W];
+    logarithm().store(logs);
     for (int k = 0; k < W; ++k) {
-      tmp[k] = static_cast<T>(static_cast<double>(log_x_in[k]) -
-                              digamma(static_cast<double>(a_in[k])));
+      tmp[k] = static_cast<T>(static_cast<double>(logs[k]) - digamma(static_cast<double>(a_in[k])));
     }
     centred = V::loadu(tmp);
   }
   V result = at::vec::fmadd(sign * centred, moment0, moment1);
   if (from_sample) {
-    V sample = V::loadu(input);
-    result = select(sample == zero, zero, sample * result);
+    result = select(x == zero, zero, x * result);
+    result = select(x < zero, V(std::numeric_limits<T>::quiet_NaN()), result);
   }
   result.store(out);
 }
