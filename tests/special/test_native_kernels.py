@@ -2,13 +2,14 @@
 
 Both paths do the same arithmetic; they differ only in rounding (FMA and operation order inside
 ATen's ops, and the fused node loops' own exp/expm1, within 2-3 ulps of Sleef's), so they must
-agree to a few units in the last place of the terms that the final combination adds: for Gamma ``d log x/da = m1 ∓ (log x - ψ(a)) m0`` with
-``m0 = min(P, Q) / (x p(x))``, and the exponent of each node's term, of size ~√a, also cancels
-(a relative rounding of ``ε √a`` in every term); for Beta ``x ((log x - ψ(a) + ψ(a+b)) m0 - m1)``
-with ``x m0`` the mass of the tail it integrates over ``p(x)`` and the three ψ as large as
-``1/min(a, b)``. Near the mode these terms cancel, so a bound relative to the result alone would
-not be about rounding. The oracle suite (tests/implicit) runs through the fused path;
-``test_torch_path_matches_oracle`` keeps the fallback checked against mpmath too.
+agree to a few units in the last place of the terms that the final combination adds: for Gamma ``d
+log x/da = m1 ∓ (log x - ψ(a)) m0`` with ``m0 = min(P, Q) / (x p(x))``, and the exponent of each
+node's term, of size ~√a, also cancels (a relative rounding of ``ε √a`` in every term); for Beta
+``x ((log x - ψ(a) + ψ(a+b)) m0 - m1)`` with ``x m0`` the mass of the tail it integrates over
+``p(x)`` and the three ψ as large as ``1/min(a, b)``. Near the mode these terms cancel, so a bound
+relative to the result alone would not be about rounding. The oracle suite (tests/implicit) runs
+through the fused path; ``test_torch_path_matches_oracle`` keeps the fallback checked against
+mpmath too.
 """
 
 from __future__ import annotations
