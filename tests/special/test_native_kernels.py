@@ -2,8 +2,8 @@
 
 Both paths do the same arithmetic; they differ only in rounding (FMA and operation order inside
 ATen's ops, and the fused node loops' own exp/expm1, within 2-3 ulps of Sleef's), so they must
-agree to a few units in the last place of the terms that the final combination adds: for Gamma ``d
-log x/da = m1 ∓ (log x - ψ(a)) m0`` with ``m0 = min(P, Q) / (x p(x))``, and the exponent of each
+agree to a few units in the last place of the terms that the final combination adds: for Gamma
+``d log x/da = m1 ∓ (log x - ψ(a)) m0`` with ``m0 = min(P, Q) / (x p(x))``, and the exponent of each
 node's term, of size ~√a, also cancels (a relative rounding of ``ε √a`` in every term); for Beta
 ``x ((log x - ψ(a) + ψ(a+b)) m0 - m1)`` with ``x m0`` the mass of the tail it integrates over
 ``p(x)`` and the three ψ as large as ``1/min(a, b)``. Near the mode these terms cancel, so a bound
