@@ -170,6 +170,26 @@ def test_inline_exp_and_expm1_are_within_two_ulps(dtype):
     assert 0 <= exp[2].item() <= 4 * torch.finfo(dtype).tiny and expm1[2] == -1 and expm1[4] == -1
 
 
+def test_inline_log1p_is_within_one_ulp():
+    """The float64 Beta node loop's log1p (u >= 0) against mpmath, from subnormal to huge u."""
+    import mpmath
+
+    u = torch.cat([torch.logspace(-320, 308, 1201, dtype=torch.float64),
+                   torch.linspace(0, 4, 801, dtype=torch.float64)[1:],
+                   torch.tensor([2.0**53, 2.0**54 + 4, 1e300], dtype=torch.float64)])  # fmt: skip
+    ours = torch.ops.stochgrad_special.log1p_nonnegative(u)
+    with mpmath.workdps(40):
+        reference = torch.tensor([float(mpmath.log1p(v)) for v in u.tolist()], dtype=u.dtype)
+    eps = torch.finfo(torch.float64).eps
+    assert ((ours - reference).abs() / reference.abs()).max().item() <= 1.5 * eps
+    # Twin: log(1 + u) without the rounding correction fails the same bound.
+    naive = torch.log(1 + u)
+    assert ((naive - reference).abs() / reference.abs()).max().item() > 1e3 * eps
+    special = torch.tensor([math.nan, math.inf, 0.0], dtype=torch.float64)
+    out = torch.ops.stochgrad_special.log1p_nonnegative(special)
+    assert out[0].isnan() and out[1] == math.inf and out[2] == 0
+
+
 def test_special_values_match_torch_path(dtype, torch_path):
     """NaN parameters or samples give NaN in the same places; broadcast inputs; empty inputs."""
     a = torch.tensor([0.5, math.nan, 2.0, 30.0, 1e4, 7.0, 0.3, 1.0, 1.5], dtype=dtype)

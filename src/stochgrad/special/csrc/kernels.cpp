@@ -10,8 +10,8 @@
 // 2-4x cheaper); the Gamma kernel takes log x only where it needs it. Everything agrees to a few
 // ulps (tests/special/test_native_kernels.py).
 //
-// Registered as torch.ops.stochgrad_special.{gamma_log_grad,beta_grad} (and exp_expm1, for the
-// tests); built on first use by torch.utils.cpp_extension.load (see _native.py) or ahead of time
+// Registered as torch.ops.stochgrad_special.{gamma_log_grad,beta_grad} (and exp_expm1 and
+// log1p_nonnegative, for the tests); built on first use by torch.utils.cpp_extension.load (see _native.py) or ahead of time
 // by `python -m stochgrad.special.build`.
 
 #include <ATen/Dispatch.h>
@@ -26,6 +26,7 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -155,6 +156,51 @@ template <typename T>
 __attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<T>& y) {
   auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1));
   return at::vec::fmadd(scale, p, scale - Vectorized<T>(T(1)));
+}
+
+// log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
+// [√½, √2), log m = 2 atanh(f / (2 + f)) by its minimax polynomial, plus the rounding correction
+// of 1 + u), within ~1 ulp. Sleef's vector log1p works in double-double and was the largest cost
+// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf.
+__attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
+    const Vectorized<double>& u) {
+  using V = Vectorized<double>;
+  using I = Vectorized<int64_t>;
+  const V one(1.0);
+  V v = u + one;
+  I bits = at::vec::cast<int64_t>(v);
+  I hu = (bits >> I(32)) + I(0x3ff00000 - 0x3fe6a09e);
+  I k = (hu >> I(20)) - I(0x3ff);
+  V dk = at::vec::convert_to_fp_of_same_size<double>(k);
+  // correction ~ log(1 + u) - log(v); 0 once 1 + u is exact or u dominates (k >= 54)
+  V c = select(dk >= V(2.0), one - (v - u), u - (v - one)) / v;
+  c = select(dk >= V(54.0), V(0.0), c);
+  I reduced = (((hu & I(0x000fffff)) + I(0x3fe6a09e)) << I(32)) | (bits & I(0xffffffffLL));
+  V f = at::vec::cast<double>(reduced) - one;
+  V hfsq = V(0.5) * f * f;
+  V s = f / (V(2.0) + f);
+  V z = s * s, w = z * z;
+  V t1 = w * at::vec::fmadd(w, at::vec::fmadd(w, V(1.531383769920937332e-01), V(2.222219843214978396e-01)),
+                            V(3.999999999940941908e-01));
+  V t2 = z * at::vec::fmadd(
+                 w,
+                 at::vec::fmadd(w, at::vec::fmadd(w, V(1.479819860511658591e-01), V(1.818357216161805012e-01)),
+                                V(2.857142874366239149e-01)),
+                 V(6.666666666666735130e-01));
+  V result = s * (hfsq + (t2 + t1)) + (dk * V(1.90821492927058770002e-10) + c) - hfsq + f +
+             dk * V(6.93147180369123816490e-01);
+  // inf and NaN are returned as they are (their reduction is meaningless)
+  return select((u == V(std::numeric_limits<double>::infinity())) | (u != u), u, result);
+}
+
+// The float node sums keep Sleef's log1p.
+template <typename L>
+__attribute__((always_inline)) inline Vectorized<L> node_log1p(const Vectorized<L>& u) {
+  if constexpr (std::is_same_v<L, double>) {
+    return log1p_nonnegative(u);
+  } else {
+    return u.log1p();
+  }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -373,7 +419,7 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
     for (size_t i = 0; i < rule.nodes.size(); ++i) {
       V growth = fast_expm1<L>(w * V(rule.nodes[i]));
       V minus_s = growth * minus_delta;
-      V log_ratio = (fast_expm1<L>(minus_s) * minus_inv_eps).log1p();
+      V log_ratio = node_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps);
       V term = fast_exp<L>(at::vec::fmadd(a, minus_s, b1 * log_ratio)) * (growth + one);
       V weight(rule.weights[i]);
       m0 = at::vec::fmadd(term, weight, m0);
@@ -562,6 +608,26 @@ std::tuple<at::Tensor, at::Tensor> exp_expm1(const at::Tensor& y) {
   return {e, m};
 }
 
+// The Beta node loop's float64 log1p over a tensor of values >= 0, for the tests.
+at::Tensor log1p_nonnegative_op(const at::Tensor& u) {
+  TORCH_CHECK(u.device().is_cpu() && u.scalar_type() == at::kDouble,
+              "log1p_nonnegative: CPU float64 tensors only");
+  using V = Vectorized<double>;
+  constexpr int W = V::size();
+  auto uc = u.contiguous();
+  auto out = at::empty(u.sizes(), u.options());
+  const double* up = uc.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  for (int64_t i = 0; i < u.numel(); i += W) {
+    const int64_t count = std::min<int64_t>(W, u.numel() - i);
+    double in[W] = {}, result[W];
+    std::copy(up + i, up + i + count, in);
+    log1p_nonnegative(V::loadu(in)).store(result);
+    std::copy(result, result + count, op + i);
+  }
+  return out;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(stochgrad_special, m) {
@@ -572,10 +638,12 @@ TORCH_LIBRARY(stochgrad_special, m) {
       "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, Tensor[] nodes, Tensor[] weights, "
       "float[] cutoffs) -> (Tensor, Tensor)");
   m.def("exp_expm1(Tensor y) -> (Tensor, Tensor)");
+  m.def("log1p_nonnegative(Tensor u) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(stochgrad_special, CPU, m) {
   m.impl("gamma_log_grad", &gamma_log_grad);
   m.impl("beta_grad", &beta_grad);
   m.impl("exp_expm1", &exp_expm1);
+  m.impl("log1p_nonnegative", &log1p_nonnegative_op);
 }
