@@ -193,9 +193,9 @@ __attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
   return select((u == V(std::numeric_limits<double>::infinity())) | (u != u), u, result);
 }
 
-// The float node sums keep Sleef's log1p.
+// log1p of values >= 0 in either precision: the inline one in double, Sleef's in float.
 template <typename L>
-__attribute__((always_inline)) inline Vectorized<L> node_log1p(const Vectorized<L>& u) {
+__attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vectorized<L>& u) {
   if constexpr (std::is_same_v<L, double>) {
     return log1p_nonnegative(u);
   } else {
@@ -253,7 +253,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V root3 = V(T(2 * double(cutoff))) / (slope + h3);
   s_lower = at::vec::minimum(s_lower, root3 + at::vec::clamp_min(root3 - one, zero) * V(T(1e30)));
   V root = V(T(2 * double(cutoff))) / (slope + h2);
-  V s_upper = at::vec::minimum(root, ((C + a * root) / x_safe).log1p());
+  V s_upper = at::vec::minimum(root, nonnegative_log1p<T>((C + a * root) / x_safe));
   V end = select(lower > V(T(0.5)), s_lower, s_upper);
   {  // one Newton step (_NEWTON_STEPS)
     V em1 = fast_expm1<T>(sign * end);
@@ -419,7 +419,7 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
     for (size_t i = 0; i < rule.nodes.size(); ++i) {
       V growth = fast_expm1<L>(w * V(rule.nodes[i]));
       V minus_s = growth * minus_delta;
-      V log_ratio = node_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps);
+      V log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps);
       V term = fast_exp<L>(at::vec::fmadd(a, minus_s, b1 * log_ratio)) * (growth + one);
       V weight(rule.weights[i]);
       m0 = at::vec::fmadd(term, weight, m0);
@@ -473,14 +473,14 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
     D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
     D concave = b1 > zero;
     for (int k = 0; k < kNewton; ++k) {
-      D log_ratio = (fast_expm1<double>(end.neg()).neg() / e).log1p();
+      D log_ratio = log1p_nonnegative(fast_expm1<double>(end.neg()).neg() / e);
       D phi = pp.neg() * end + b1 * log_ratio;
       D dphi = pp.neg() + b1 * fast_exp<double>(end.neg()) / (e * fast_exp<double>(log_ratio));
       end = select(concave, end - (phi + C) / dphi, end);
     }
     end = select(concave, end, C / pp);
     D d = at::vec::clamp_max(e, one);
-    D w = (end / d).log1p();
+    D w = log1p_nonnegative(end / d);
     pp.store(p + j);
     qq.store(q + j);
     yy.store(y + j);
