@@ -1,14 +1,15 @@
 """The fused CPU kernels (special/csrc/kernels.cpp) against the pure-torch kernels they replace.
 
 Both paths do the same arithmetic; they differ only in rounding (FMA and operation order inside
-ATen's ops), so they must agree to a few units in the last place of the terms that the final
-combination adds: for Gamma ``d log x/da = m1 ∓ (log x - ψ(a)) m0`` with
-``m0 = min(P, Q) / (x p(x))``, and the exponent of each node's term, of size ~√a, also cancels
-(a relative rounding of ``ε √a`` in every term); for Beta ``x ((log x - ψ(a) + ψ(a+b)) m0 - m1)``
-with ``x m0`` the mass of the tail it integrates over ``p(x)`` and the three ψ as large as
-``1/min(a, b)``. Near the mode these terms cancel, so a bound relative to the result alone would
-not be about rounding. The oracle suite (tests/implicit) runs through the fused path;
-``test_torch_path_matches_oracle`` keeps the fallback checked against mpmath too.
+ATen's ops, and the fused node loops' own exp/expm1, within 2-3 ulps of Sleef's), so they must
+agree to a few units in the last place of the terms that the final combination adds: for Gamma
+``d log x/da = m1 ∓ (log x - ψ(a)) m0`` with ``m0 = min(P, Q) / (x p(x))``, and the exponent of each
+node's term, of size ~√a, also cancels (a relative rounding of ``ε √a`` in every term); for Beta
+``x ((log x - ψ(a) + ψ(a+b)) m0 - m1)`` with ``x m0`` the mass of the tail it integrates over
+``p(x)`` and the three ψ as large as ``1/min(a, b)``. Near the mode these terms cancel, so a bound
+relative to the result alone would not be about rounding. The oracle suite (tests/implicit) runs
+through the fused path; ``test_torch_path_matches_oracle`` keeps the fallback checked against
+mpmath too.
 """
 
 from __future__ import annotations
@@ -142,6 +143,51 @@ def test_beta_complement_is_used(dtype, torch_path):
     reference = beta_grad(a, b, x, complement)
     for f, r in zip(fused, reference, strict=True):
         torch.testing.assert_close(f, r, rtol=64 * torch.finfo(dtype).eps, atol=0)
+
+
+def test_inline_exp_and_expm1_are_within_two_ulps(dtype):
+    """The node loops' own exp/expm1 against float64 references, over the whole finite range.
+
+    Relative error <= 1.5 eps (float32, against float64) or 2 eps (float64, against torch's
+    Sleef, itself within 1 ulp), i.e. about 2-3 ulps; documented limits at both ends.
+    """
+    lo, hi = (-708.0, 709.0) if dtype == torch.float64 else (-87.0, 88.0)
+    small = torch.logspace(-30, 0, 3001, dtype=torch.float64)
+    y = torch.cat([torch.linspace(lo, hi, 100_003, dtype=torch.float64), small, -small])
+    y = torch.cat([y, torch.linspace(-1, 1, 20_001, dtype=torch.float64)]).to(dtype)
+    exp, expm1 = torch.ops.stochgrad_special.exp_expm1(y)
+    bound = (2.0 if dtype == torch.float64 else 1.5) * torch.finfo(dtype).eps
+    for ours, reference in ((exp, torch.exp(y.double())), (expm1, torch.expm1(y.double()))):
+        assert ((ours.double() - reference).abs() / reference.abs()).max().item() <= bound
+    # Twin: expm1 as exp(y) - 1 loses the small arguments and fails the same bound.
+    naive = torch.exp(y) - 1
+    reference = torch.expm1(y.double())
+    assert ((naive.double() - reference).abs() / reference.abs()).max().item() > 1e3 * bound
+    special = torch.tensor([math.nan, math.inf, -math.inf, 1e4, -1e4], dtype=dtype)
+    exp, expm1 = torch.ops.stochgrad_special.exp_expm1(special)
+    assert exp[0].isnan() and expm1[0].isnan()
+    assert exp[1] == math.inf and expm1[1] == math.inf and exp[3] == math.inf
+    assert 0 <= exp[2].item() <= 4 * torch.finfo(dtype).tiny and expm1[2] == -1 and expm1[4] == -1
+
+
+def test_inline_log1p_is_within_one_ulp():
+    """The float64 Beta node loop's log1p (u >= 0) against mpmath, from subnormal to huge u."""
+    import mpmath
+
+    u = torch.cat([torch.logspace(-320, 308, 1201, dtype=torch.float64),
+                   torch.linspace(0, 4, 801, dtype=torch.float64)[1:],
+                   torch.tensor([2.0**53, 2.0**54 + 4, 1e300], dtype=torch.float64)])  # fmt: skip
+    ours = torch.ops.stochgrad_special.log1p_nonnegative(u)
+    with mpmath.workdps(40):
+        reference = torch.tensor([float(mpmath.log1p(v)) for v in u.tolist()], dtype=u.dtype)
+    eps = torch.finfo(torch.float64).eps
+    assert ((ours - reference).abs() / reference.abs()).max().item() <= 1.5 * eps
+    # Twin: log(1 + u) without the rounding correction fails the same bound.
+    naive = torch.log(1 + u)
+    assert ((naive - reference).abs() / reference.abs()).max().item() > 1e3 * eps
+    special = torch.tensor([math.nan, math.inf, 0.0], dtype=torch.float64)
+    out = torch.ops.stochgrad_special.log1p_nonnegative(special)
+    assert out[0].isnan() and out[1] == math.inf and out[2] == 0
 
 
 def test_special_values_match_torch_path(dtype, torch_path):

@@ -1,16 +1,18 @@
 // Fused CPU kernels for the implicit-gradient quadratures of stochgrad/special/{gamma,beta}.py.
 //
-// Each kernel is the same arithmetic as the pure-torch path, operation for operation (the same
-// Sleef vector functions ATen uses, no FMA contraction), applied to a few SIMD lanes at a time in
-// one at::parallel_for: one pass over memory and one thread barrier per call instead of several
+// Each kernel is the same arithmetic as the pure-torch path, operation for operation (the Sleef
+// vector functions ATen uses, no FMA contraction), applied to a few SIMD lanes at a time in one
+// at::parallel_for: one pass over memory and one thread barrier per call instead of several
 // hundred torch ops, each ending in a barrier (which is what collapses under a loaded machine).
 // Differences from the torch path: the quadrature tier is chosen per group of lanes instead of
-// per block of 2^17 elements (same rules, finer choice), and everything else agrees to a few
+// per block of 2^17 elements (same rules, finer choice); exp and expm1 in the node loops and the
+// Newton steps are this file's inline versions (fast_exp/fast_expm1, within 2-3 ulps of Sleef's,
+// 2-4x cheaper); the Gamma kernel takes log x only where it needs it. Everything agrees to a few
 // ulps (tests/special/test_native_kernels.py).
 //
-// Registered as torch.ops.stochgrad_special.{gamma_log_grad,beta_grad}; built on first use by
-// torch.utils.cpp_extension.load (see _native.py) or ahead of time by
-// `python -m stochgrad.special.build`.
+// Registered as torch.ops.stochgrad_special.{gamma_log_grad,beta_grad} (and exp_expm1 and
+// log1p_nonnegative, for the tests); built on first use by torch.utils.cpp_extension.load (see _native.py) or ahead of time
+// by `python -m stochgrad.special.build`.
 
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
@@ -24,6 +26,8 @@
 #include <cmath>
 #include <cstring>
 #include <limits>
+#include <type_traits>
+#include <utility>
 #include <vector>
 
 namespace {
@@ -90,6 +94,116 @@ V select(const V& mask, const V& if_true, const V& if_false) {
 }
 
 // ---------------------------------------------------------------------------------------------
+// exp and expm1 for the node loops, inline. Sleef's vector expm1 works in double-double and costs
+// 3-5x its exp, and both are out-of-line calls that serialize the loop; these cost about one exp
+// each and interleave across nodes. Same range reduction for both (Cody-Waite,
+// y = k ln 2 + r with |r| <= ln(2)/2), and the Taylor series of expm1(r) to r^13 (double) or r^8
+// (float), whose truncation is below 1e-17 (1e-10) relative; then exp(y) = 2^k (1 + p) and
+// expm1(y) = 2^k p + (2^k - 1), one rounding each: within 1-2 ulps of Sleef (the torch path).
+// Limits: arguments above ~709.4 (88.4 in float) give inf (as do those above 709.78), exp
+// arguments below -708 (-87) give exp(-708) ~ 3e-308 (1.6e-38) instead of a smaller number or
+// 0 (negligible beside the node sums, whose first term is ~1); NaN gives NaN.
+
+template <typename T>
+struct ExpRange;
+template <>
+struct ExpRange<double> {
+  using Int = int64_t;
+  static constexpr double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
+                          ln2_lo = 1.90821492927058770002e-10;
+  static constexpr double low_exp = -708.0, low_expm1 = -60.0, high = 710.0;
+  static constexpr int degree = 13, bias = 1023, mantissa = 52;
+  static constexpr double inverse_factorial[] = {
+      1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
+      1.0 / 362880, 1.0 / 3628800, 1.0 / 39916800, 1.0 / 479001600, 1.0 / 6227020800.0};
+};
+template <>
+struct ExpRange<float> {
+  using Int = int32_t;
+  static constexpr float log2e = 1.44269504f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
+  static constexpr float low_exp = -87.0f, low_expm1 = -25.0f, high = 89.0f;
+  static constexpr int degree = 8, bias = 127, mantissa = 23;
+  static constexpr float inverse_factorial[] = {
+      1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
+};
+
+// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high].
+template <typename T>
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y, T low) {
+  using V = Vectorized<T>;
+  using R = ExpRange<T>;
+  using I = Vectorized<typename R::Int>;
+  V yc = at::vec::clamp(y, V(low), V(T(R::high)));
+  V k = (yc * V(T(R::log2e))).round();
+  V r = at::vec::fmadd(k, V(T(-R::ln2_hi)), yc);
+  r = at::vec::fmadd(k, V(T(-R::ln2_lo)), r);
+  // Horner: p = r + r^2 (1/2! + r (1/3! + ...)).
+  V q(R::inverse_factorial[R::degree]);
+  for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, r, V(R::inverse_factorial[j]));
+  V p = at::vec::fmadd(q, r * r, r);
+  I bits = at::vec::convert_to_int_of_same_size<T>(k) + I(typename R::Int(R::bias));
+  V scale = at::vec::cast<T>(bits << I(typename R::Int(R::mantissa)));
+  return {scale, p};
+}
+
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> fast_exp(const Vectorized<T>& y) {
+  auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_exp));
+  return at::vec::fmadd(scale, p, scale);
+}
+
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<T>& y) {
+  auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1));
+  return at::vec::fmadd(scale, p, scale - Vectorized<T>(T(1)));
+}
+
+// log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
+// [√½, √2), log m = 2 atanh(f / (2 + f)) by its minimax polynomial, plus the rounding correction
+// of 1 + u), within ~1 ulp. Sleef's vector log1p works in double-double and was the largest cost
+// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf.
+__attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
+    const Vectorized<double>& u) {
+  using V = Vectorized<double>;
+  using I = Vectorized<int64_t>;
+  const V one(1.0);
+  V v = u + one;
+  I bits = at::vec::cast<int64_t>(v);
+  I hu = (bits >> I(32)) + I(0x3ff00000 - 0x3fe6a09e);
+  I k = (hu >> I(20)) - I(0x3ff);
+  V dk = at::vec::convert_to_fp_of_same_size<double>(k);
+  // correction ~ log(1 + u) - log(v); 0 once 1 + u is exact or u dominates (k >= 54)
+  V c = select(dk >= V(2.0), one - (v - u), u - (v - one)) / v;
+  c = select(dk >= V(54.0), V(0.0), c);
+  I reduced = (((hu & I(0x000fffff)) + I(0x3fe6a09e)) << I(32)) | (bits & I(0xffffffffLL));
+  V f = at::vec::cast<double>(reduced) - one;
+  V hfsq = V(0.5) * f * f;
+  V s = f / (V(2.0) + f);
+  V z = s * s, w = z * z;
+  V t1 = w * at::vec::fmadd(w, at::vec::fmadd(w, V(1.531383769920937332e-01), V(2.222219843214978396e-01)),
+                            V(3.999999999940941908e-01));
+  V t2 = z * at::vec::fmadd(
+                 w,
+                 at::vec::fmadd(w, at::vec::fmadd(w, V(1.479819860511658591e-01), V(1.818357216161805012e-01)),
+                                V(2.857142874366239149e-01)),
+                 V(6.666666666666735130e-01));
+  V result = s * (hfsq + (t2 + t1)) + (dk * V(1.90821492927058770002e-10) + c) - hfsq + f +
+             dk * V(6.93147180369123816490e-01);
+  // inf and NaN are returned as they are (their reduction is meaningless)
+  return select((u == V(std::numeric_limits<double>::infinity())) | (u != u), u, result);
+}
+
+// log1p of values >= 0 in either precision: the inline one in double, Sleef's in float.
+template <typename L>
+__attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vectorized<L>& u) {
+  if constexpr (std::is_same_v<L, double>) {
+    return log1p_nonnegative(u);
+  } else {
+    return u.log1p();
+  }
+}
+
+// ---------------------------------------------------------------------------------------------
 // Gamma: d log x / da (see special/gamma.py for the math; names follow _log_grad_block).
 
 constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
@@ -102,12 +216,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   constexpr int W = V::size();
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
-  T logs[W];
-  const T* log_x_in = input;
-  if (from_sample) {
-    V::loadu(input).log().store(logs);
-    log_x_in = logs;
-  }
   const double small = smallest(a_in, W);
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
@@ -116,23 +224,39 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const Rule<T>& rule = rules[tier];
   const T cutoff = rule.cutoff;
   const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
-  V a = V::loadu(a_in), log_x = V::loadu(log_x_in);
-  V x = log_x.exp();
+  V a = V::loadu(a_in);
+  // From a sample, x is the input itself and log x is only taken where it is needed (a < 10, or
+  // x far from a); a negative sample gives NaN, as its logarithm does on the torch path.
+  V x = from_sample ? V::loadu(input) : V::loadu(input).exp();
+  V log_x;
+  bool have_log = false;
+  auto logarithm = [&]() {
+    if (!have_log) log_x = from_sample ? x.log() : V::loadu(input);
+    have_log = true;
+    return log_x;
+  };
   V diff = x - a;
   V sign = one.copysign(diff);
-  V lower = (one - sign) / V(T(2));
+  V lower = (one - sign) * V(T(0.5));
   V rate = sign * a;
   V slope = diff.abs();
   V x_safe = at::vec::clamp_min(x, tiny);
   V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
-  V root3 = V(T(2 * double(cutoff))) /
-            (slope + slope.hypot((V(T((4.0 / 3.0) * double(cutoff))) * x).sqrt()));
+  // hypot(slope, sqrt(k C x)) as sqrt(slope^2 + k C x); Sleef's hypot only where that overflows.
+  V k3 = V(T((4.0 / 3.0) * double(cutoff))) * x, k2 = V(T(2 * double(cutoff))) * x;
+  V h3 = at::vec::fmadd(slope, slope, k3).sqrt(), h2 = at::vec::fmadd(slope, slope, k2).sqrt();
+  const V inf(std::numeric_limits<T>::infinity());
+  if (((h3 == inf) | (h2 == inf)).zero_mask() != (1 << W) - 1) {  // some lane overflowed
+    h3 = slope.hypot(k3.sqrt());
+    h2 = slope.hypot(k2.sqrt());
+  }
+  V root3 = V(T(2 * double(cutoff))) / (slope + h3);
   s_lower = at::vec::minimum(s_lower, root3 + at::vec::clamp_min(root3 - one, zero) * V(T(1e30)));
-  V root = V(T(2 * double(cutoff))) / (slope + slope.hypot((V(T(2 * double(cutoff))) * x).sqrt()));
-  V s_upper = at::vec::minimum(root, ((C + a * root) / x_safe).log1p());
+  V root = V(T(2 * double(cutoff))) / (slope + h2);
+  V s_upper = at::vec::minimum(root, nonnegative_log1p<T>((C + a * root) / x_safe));
   V end = select(lower > V(T(0.5)), s_lower, s_upper);
   {  // one Newton step (_NEWTON_STEPS)
-    V em1 = (sign * end).expm1();
+    V em1 = fast_expm1<T>(sign * end);
     V phi = rate * end - x * em1;
     V dphi = rate - sign * x * (em1 + one);
     end = end - (phi + C) / dphi;
@@ -145,7 +269,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const size_t n = rule.nodes.size();
   for (size_t i = 0; i < n; ++i) {
     V node(rule.nodes[i]);
-    V term = at::vec::fmadd(rate_panel, node, (signed_panel * node).expm1() * minus_x).exp();
+    V term = fast_exp<T>(at::vec::fmadd(rate_panel, node, fast_expm1<T>(signed_panel * node) * minus_x));
     if (i == 0) {
       moment0 = term * V(rule.weights[i]);
       moment1 = term * V(rule.node_weights[i]);
@@ -167,26 +291,27 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   if (small >= 10) {
     V ratio = x / a;
     V near = (at::vec::clamp(ratio, V(T(0.5)), V(T(2))) - one).log1p();
-    V far = log_x - a.log();
     V outside = at::vec::clamp_min(ratio - V(T(2)), zero) + at::vec::clamp_min(V(T(0.5)) - ratio, zero);
-    centred = select(outside > zero, far, near);
+    V far_lanes = (outside > zero) | (outside != outside);
+    centred = near;
+    if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
     V inv = a.reciprocal();
     V inv2 = inv * inv;
     V series = V(static_cast<T>(kStirling[6]));
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
     centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
-    T tmp[W];
+    T tmp[W], logs[W];
+    logarithm().store(logs);
     for (int k = 0; k < W; ++k) {
-      tmp[k] = static_cast<T>(static_cast<double>(log_x_in[k]) -
-                              digamma(static_cast<double>(a_in[k])));
+      tmp[k] = static_cast<T>(static_cast<double>(logs[k]) - digamma(static_cast<double>(a_in[k])));
     }
     centred = V::loadu(tmp);
   }
   V result = at::vec::fmadd(sign * centred, moment0, moment1);
   if (from_sample) {
-    V sample = V::loadu(input);
-    result = select(sample == zero, zero, sample * result);
+    result = select(x == zero, zero, x * result);
+    result = select(x < zero, V(std::numeric_limits<T>::quiet_NaN()), result);
   }
   result.store(out);
 }
@@ -292,10 +417,10 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
     V one(L(1));
     V m0(L(0)), m1(L(0)), mlog(L(0));
     for (size_t i = 0; i < rule.nodes.size(); ++i) {
-      V growth = (w * V(rule.nodes[i])).expm1();
+      V growth = fast_expm1<L>(w * V(rule.nodes[i]));
       V minus_s = growth * minus_delta;
-      V log_ratio = (minus_s.expm1() * minus_inv_eps).log1p();
-      V term = at::vec::fmadd(a, minus_s, b1 * log_ratio).exp() * (growth + one);
+      V log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps);
+      V term = fast_exp<L>(at::vec::fmadd(a, minus_s, b1 * log_ratio)) * (growth + one);
       V weight(rule.weights[i]);
       m0 = at::vec::fmadd(term, weight, m0);
       m1 = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1);
@@ -314,10 +439,16 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
   }
 }
 
+// The three ψ terms of a broadcast (a, b), for both orientations (p, q) = (a, b) and (b, a): the
+// per-lane lookups otherwise cost as much as several nodes.
+struct BetaCentred {
+  double a = NAN, b = NAN, plain = 0, swapped = 0;
+};
+
 template <typename L>
 void beta_group(const double* a_in, const double* b_in, const double* x_in, const double* xc_in,
                 double* grad_a, double* grad_b, const Rule<L>& usual, const Rule<L>& small_rule,
-                Digamma& digamma) {
+                Digamma& digamma, BetaCentred& memo) {
   using D = Vectorized<double>;
   constexpr int W = D::size();
   const double small = std::min(smallest(a_in, kGroup), smallest(b_in, kGroup));
@@ -342,14 +473,14 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
     D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
     D concave = b1 > zero;
     for (int k = 0; k < kNewton; ++k) {
-      D log_ratio = ((end.neg()).expm1().neg() / e).log1p();
+      D log_ratio = log1p_nonnegative(fast_expm1<double>(end.neg()).neg() / e);
       D phi = pp.neg() * end + b1 * log_ratio;
-      D dphi = pp.neg() + b1 * end.neg().exp() / (e * log_ratio.exp());
+      D dphi = pp.neg() + b1 * fast_exp<double>(end.neg()) / (e * fast_exp<double>(log_ratio));
       end = select(concave, end - (phi + C) / dphi, end);
     }
     end = select(concave, end, C / pp);
     D d = at::vec::clamp_max(e, one);
-    D w = (end / d).log1p();
+    D w = log1p_nonnegative(end / d);
     pp.store(p + j);
     qq.store(q + j);
     yy.store(y + j);
@@ -363,10 +494,29 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   double m0[kGroup], m1[kGroup], mlog[kGroup];
   beta_nodes<L>(p, bm1, eps, delta, width, rule, m0, m1, mlog);
   double centred_a[kGroup], centred_b[kGroup];
+  bool shared = true;  // every lane has the memo's (a, b)? (never for NaN)
+  for (int k = 0; k < kGroup; ++k) shared = shared && a_in[k] == memo.a && b_in[k] == memo.b;
+  if (!shared) {
+    shared = true;
+    for (int k = 1; k < kGroup; ++k) shared = shared && a_in[k] == a_in[0] && b_in[k] == b_in[0];
+    if (shared && a_in[0] == a_in[0] && b_in[0] == b_in[0]) {
+      double total = digamma(a_in[0] + b_in[0]);
+      memo = {a_in[0], b_in[0], digamma_step(a_in[0], b_in[0], total, digamma),
+              digamma_step(b_in[0], a_in[0], total, digamma)};
+    } else {
+      shared = false;
+    }
+  }
   for (int k = 0; k < kGroup; ++k) {
-    double total = digamma(p[k] + q[k]);
-    centred_a[k] = digamma_step(p[k], q[k], total, digamma);
-    centred_b[k] = digamma_step(q[k], p[k], total, digamma);
+    if (shared) {  // mirrored lanes have (p, q) = (b, a)
+      const bool swapped = mirror[k] != 0;
+      centred_a[k] = swapped ? memo.swapped : memo.plain;
+      centred_b[k] = swapped ? memo.plain : memo.swapped;
+    } else {
+      double total = digamma(p[k] + q[k]);
+      centred_a[k] = digamma_step(p[k], q[k], total, digamma);
+      centred_b[k] = digamma_step(q[k], p[k], total, digamma);
+    }
   }
   for (int j = 0; j < kGroup; j += W) {
     D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
@@ -411,6 +561,7 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
     const int64_t groups = (total + kGroup - 1) / kGroup;
     at::parallel_for(0, groups, 128, [&](int64_t begin, int64_t end) {
       Digamma digamma;
+      BetaCentred memo;
       double da[kGroup], db[kGroup], dx[kGroup], dc[kGroup], ga[kGroup], gb[kGroup];
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * kGroup;
@@ -422,7 +573,7 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
           dx[k] = static_cast<double>(xp[i]);
           dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
         }
-        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma);
+        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma, memo);
         for (int k = 0; k < count; ++k) {
           gap[start + k] = static_cast<T>(ga[k]);
           gbp[start + k] = static_cast<T>(gb[k]);
@@ -431,6 +582,50 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
     });
   });
   return {grad_a, grad_b};
+}
+
+// The node loops' exp and expm1 over a tensor, for tests/special/test_native_kernels.py.
+std::tuple<at::Tensor, at::Tensor> exp_expm1(const at::Tensor& y) {
+  TORCH_CHECK(y.device().is_cpu(), "exp_expm1: CPU tensors only");
+  auto yc = y.contiguous();
+  auto e = at::empty(y.sizes(), y.options()), m = at::empty(y.sizes(), y.options());
+  AT_DISPATCH_FLOATING_TYPES(y.scalar_type(), "exp_expm1", [&] {
+    using V = Vectorized<scalar_t>;
+    constexpr int W = V::size();
+    const scalar_t* yp = yc.data_ptr<scalar_t>();
+    scalar_t* ep = e.data_ptr<scalar_t>();
+    scalar_t* mp = m.data_ptr<scalar_t>();
+    for (int64_t i = 0; i < y.numel(); i += W) {
+      const int64_t count = std::min<int64_t>(W, y.numel() - i);
+      scalar_t in[W] = {}, out_e[W], out_m[W];
+      std::copy(yp + i, yp + i + count, in);
+      fast_exp<scalar_t>(V::loadu(in)).store(out_e);
+      fast_expm1<scalar_t>(V::loadu(in)).store(out_m);
+      std::copy(out_e, out_e + count, ep + i);
+      std::copy(out_m, out_m + count, mp + i);
+    }
+  });
+  return {e, m};
+}
+
+// The Beta node loop's float64 log1p over a tensor of values >= 0, for the tests.
+at::Tensor log1p_nonnegative_op(const at::Tensor& u) {
+  TORCH_CHECK(u.device().is_cpu() && u.scalar_type() == at::kDouble,
+              "log1p_nonnegative: CPU float64 tensors only");
+  using V = Vectorized<double>;
+  constexpr int W = V::size();
+  auto uc = u.contiguous();
+  auto out = at::empty(u.sizes(), u.options());
+  const double* up = uc.data_ptr<double>();
+  double* op = out.data_ptr<double>();
+  for (int64_t i = 0; i < u.numel(); i += W) {
+    const int64_t count = std::min<int64_t>(W, u.numel() - i);
+    double in[W] = {}, result[W];
+    std::copy(up + i, up + i + count, in);
+    log1p_nonnegative(V::loadu(in)).store(result);
+    std::copy(result, result + count, op + i);
+  }
+  return out;
 }
 
 }  // namespace
@@ -442,9 +637,13 @@ TORCH_LIBRARY(stochgrad_special, m) {
   m.def(
       "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, Tensor[] nodes, Tensor[] weights, "
       "float[] cutoffs) -> (Tensor, Tensor)");
+  m.def("exp_expm1(Tensor y) -> (Tensor, Tensor)");
+  m.def("log1p_nonnegative(Tensor u) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(stochgrad_special, CPU, m) {
   m.impl("gamma_log_grad", &gamma_log_grad);
   m.impl("beta_grad", &beta_grad);
+  m.impl("exp_expm1", &exp_expm1);
+  m.impl("log1p_nonnegative", &log1p_nonnegative_op);
 }
