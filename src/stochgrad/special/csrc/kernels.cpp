@@ -158,6 +158,22 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<
   return at::vec::fmadd(scale, p, scale - Vectorized<T>(T(1)));
 }
 
+// (expm1(y), e^y - 1 - y), the second without cancellation (elementary.expm1_excess): where the
+// reduction leaves k = 0 (|y| < ln(2)/2, so r = y and expm1(y) = y + y^2 q(y)) it is y^2 q(y);
+// elsewhere expm1(y) - y, which loses at most ~2.5 bits.
+template <typename T>
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> fast_expm1_excess(
+    const Vectorized<T>& y) {
+  using V = Vectorized<T>;
+  using R = ExpRange<T>;
+  V em1 = fast_expm1<T>(y);
+  V q(R::inverse_factorial[R::degree]);
+  for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, y, V(R::inverse_factorial[j]));
+  V series = q * (y * y);
+  V reduced = (y * V(T(R::log2e))).round() == V(T(0));
+  return {em1, select(reduced, series, em1 - y)};
+}
+
 // log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
 // [√½, √2), log m = 2 atanh(f / (2 + f)) by its minimax polynomial, plus the rounding correction
 // of 1 + u), within ~1 ulp. Sleef's vector log1p works in double-double and was the largest cost
@@ -238,7 +254,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V diff = x - a;
   V sign = one.copysign(diff);
   V lower = (one - sign) * V(T(0.5));
-  V rate = sign * a;
   V slope = diff.abs();
   V x_safe = at::vec::clamp_min(x, tiny);
   V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
@@ -255,21 +270,22 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V root = V(T(2 * double(cutoff))) / (slope + h2);
   V s_upper = at::vec::minimum(root, nonnegative_log1p<T>((C + a * root) / x_safe));
   V end = select(lower > V(T(0.5)), s_lower, s_upper);
-  {  // one Newton step (_NEWTON_STEPS)
-    V em1 = fast_expm1<T>(sign * end);
-    V phi = rate * end - x * em1;
-    V dphi = rate - sign * x * (em1 + one);
+  V minus_x = x.neg();
+  {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
+    auto [em1, excess] = fast_expm1_excess<T>(sign * end);
+    V phi = at::vec::fmadd(minus_x, excess, slope.neg() * end);
+    V dphi = (slope + x * (sign * em1)).neg();
     end = end - (phi + C) / dphi;
   }
   V panel = at::vec::clamp_max(end, C);
   V signed_panel = sign * panel;
-  V rate_panel = rate * panel;
-  V minus_x = x.neg();
+  V minus_slope_panel = slope.neg() * panel;
   V moment0 = zero, moment1 = zero;
   const size_t n = rule.nodes.size();
   for (size_t i = 0; i < n; ++i) {
     V node(rule.nodes[i]);
-    V term = fast_exp<T>(at::vec::fmadd(rate_panel, node, fast_expm1<T>(signed_panel * node) * minus_x));
+    V excess = fast_expm1_excess<T>(signed_panel * node).second;
+    V term = fast_exp<T>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
     if (i == 0) {
       moment0 = term * V(rule.weights[i]);
       moment1 = term * V(rule.node_weights[i]);
@@ -289,9 +305,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   }
   V centred;
   if (small >= 10) {
-    V ratio = x / a;
-    V near = (at::vec::clamp(ratio, V(T(0.5)), V(T(2))) - one).log1p();
-    V outside = at::vec::clamp_min(ratio - V(T(2)), zero) + at::vec::clamp_min(V(T(0.5)) - ratio, zero);
+    V ratio = diff / a;  // (x - a)/a with x - a exact near the mode, not x/a - 1
+    V near = at::vec::clamp(ratio, V(T(-0.5)), one).log1p();
+    V outside = at::vec::clamp_min(ratio - one, zero) + at::vec::clamp_min(V(T(-0.5)) - ratio, zero);
     V far_lanes = (outside > zero) | (outside != outside);
     centred = near;
     if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
@@ -301,10 +317,12 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
     centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
-    T tmp[W], logs[W];
-    logarithm().store(logs);
+    // log x in double from x itself (a float log of x = 1e15 is off by 2e-6, the size of
+    // (x - a)/a) when from a sample, else the log x given
+    T tmp[W];
     for (int k = 0; k < W; ++k) {
-      tmp[k] = static_cast<T>(static_cast<double>(logs[k]) - digamma(static_cast<double>(a_in[k])));
+      const double log_k = from_sample ? std::log(static_cast<double>(input[k])) : input[k];
+      tmp[k] = static_cast<T>(log_k - digamma(static_cast<double>(a_in[k])));
     }
     centred = V::loadu(tmp);
   }
