@@ -224,17 +224,28 @@ def _log_minus_digamma(a: Tensor) -> Tensor:
 def _centred_log(a: Tensor, log_x: Tensor, diff: Tensor, smallest: float | None) -> Tensor:
     """``log x - ψ(a)``, which cancels near the mode ``x ≈ a``; ``diff = x - a``.
 
-    When every ``a >= 10`` (eager mode): ``log(x/a) + (log a - ψ(a))`` in working precision, with
-    ``log(x/a) = log1p((x - a)/a)`` near the mode (``x - a`` exact there; not ``x/a - 1``, whose
-    rounding is the whole of ``(x - a)/a`` when x is a few ulps from a) and ``log x - log a``
-    away from it. Otherwise ``log x - ψ(a)`` in float64 (one pass; keeps float32 accurate).
+    For ``a >= 10``: ``log(x/a) + (log a - ψ(a))``, with ``log(x/a) = log1p((x - a)/a)`` near
+    the mode (``x - a`` exact there; not ``x/a - 1``, whose rounding is the whole of
+    ``(x - a)/a`` when x is a few ulps from a) and ``log x - log a`` away from it; in working
+    precision when every ``a >= 10`` (eager mode). Otherwise ``log x - ψ(a)`` in float64 (keeps
+    float32 accurate), and the first form in float64 for the elements with ``a >= 10`` (the
+    difference of two numbers ~log a loses ε log(a) √a of the result: 2e-5 at a = 1e20).
     """
-    if smallest is None or smallest < 10:
-        return (log_x.double() - torch.digamma(a.double())).to(a.dtype)
+    if smallest is not None and smallest >= 10:
+        return _centred_log_large(a, log_x.to(a.dtype), diff)
+    a64 = a.double()
+    centred = log_x.double() - torch.digamma(a64)
+    if smallest is None or bool((a >= 10).any()):
+        large = _centred_log_large(a64.clamp_min(10), log_x.double(), diff.double())
+        centred = torch.where(a64 >= 10, large, centred)
+    return centred.to(a.dtype)
+
+
+def _centred_log_large(a: Tensor, log_x: Tensor, diff: Tensor) -> Tensor:
     ratio = diff / a
     near = torch.log1p(ratio.clamp(-0.5, 1.0))
-    far = log_x.to(a.dtype) - a.log()
-    # |log(x/a)| >= 0.69 outside [a/2, 2a], so the direct difference loses little there; the
+    far = log_x - a.log()
+    # |log(x/a)| >= 0.4 outside [a/2, 2a], so the direct difference loses little there; the
     # 0/1 weight is built by arithmetic (both branches are finite, so lerp picks one exactly).
     outside = ((ratio - 1).clamp_min(0) + (-0.5 - ratio).clamp_min(0)).sign()
     return torch.lerp(near, far, outside).add_(_log_minus_digamma(a))

@@ -225,6 +225,13 @@ __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vect
 constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
                                 1.0 / 132, -691.0 / 32760, 1.0 / 12};
 
+double log_minus_digamma(double a) {  // as _log_minus_digamma, a >= 10
+  const double inv = 1 / a, inv2 = inv * inv;
+  double series = kStirling[6];
+  for (int k = 5; k >= 0; --k) series = series * inv2 + kStirling[k];
+  return series * inv2 + 0.5 * inv;
+}
+
 template <typename T>
 void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double>& lows,
                  const std::vector<Rule<T>>& rules, Digamma& digamma, bool from_sample) {
@@ -317,12 +324,21 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
     centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
-    // log x in double from x itself (a float log of x = 1e15 is off by 2e-6, the size of
-    // (x - a)/a) when from a sample, else the log x given
-    T tmp[W];
+    // In double: log x from x itself when from a sample (a float log of x = 1e15 is off by
+    // 2e-6, the size of (x - a)/a), else the log x given; lanes with a >= 10 as above (log x -
+    // ψ(a), a difference of two numbers ~log a, would lose ε log(a) √a of the result).
+    T tmp[W], diffs[W];
+    diff.store(diffs);
     for (int k = 0; k < W; ++k) {
       const double log_k = from_sample ? std::log(static_cast<double>(input[k])) : input[k];
-      tmp[k] = static_cast<T>(log_k - digamma(static_cast<double>(a_in[k])));
+      const double a_k = a_in[k];
+      if (a_k >= 10) {
+        const double ratio = static_cast<double>(diffs[k]) / a_k;
+        const double log_ratio = ratio >= -0.5 && ratio <= 1 ? std::log1p(ratio) : log_k - std::log(a_k);
+        tmp[k] = static_cast<T>(log_ratio + log_minus_digamma(a_k));
+      } else {
+        tmp[k] = static_cast<T>(log_k - digamma(a_k));
+      }
     }
     centred = V::loadu(tmp);
   }
