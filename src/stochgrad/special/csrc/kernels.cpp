@@ -127,9 +127,11 @@ struct ExpRange<float> {
       1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
 };
 
-// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high].
+// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high]; with excess, also
+// expm1(r) - r = r^2 q(r) (one product, before the rounding of r + r^2 q).
 template <typename T>
-__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y, T low) {
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(
+    const Vectorized<T>& y, T low, Vectorized<T>* excess = nullptr) {
   using V = Vectorized<T>;
   using R = ExpRange<T>;
   using I = Vectorized<typename R::Int>;
@@ -140,7 +142,9 @@ __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> ex
   // Horner: p = r + r^2 (1/2! + r (1/3! + ...)).
   V q(R::inverse_factorial[R::degree]);
   for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, r, V(R::inverse_factorial[j]));
-  V p = at::vec::fmadd(q, r * r, r);
+  V r2 = r * r;
+  V p = at::vec::fmadd(q, r2, r);
+  if (excess != nullptr) *excess = q * r2;
   I bits = at::vec::convert_to_int_of_same_size<T>(k) + I(typename R::Int(R::bias));
   V scale = at::vec::cast<T>(bits << I(typename R::Int(R::mantissa)));
   return {scale, p};
@@ -165,13 +169,10 @@ template <typename T>
 __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> fast_expm1_excess(
     const Vectorized<T>& y) {
   using V = Vectorized<T>;
-  using R = ExpRange<T>;
-  V em1 = fast_expm1<T>(y);
-  V q(R::inverse_factorial[R::degree]);
-  for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, y, V(R::inverse_factorial[j]));
-  V series = q * (y * y);
-  V reduced = (y * V(T(R::log2e))).round() == V(T(0));
-  return {em1, select(reduced, series, em1 - y)};
+  V series;
+  auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1), &series);
+  V em1 = at::vec::fmadd(scale, p, scale - V(T(1)));
+  return {em1, select(scale == V(T(1)), series, em1 - y)};
 }
 
 // log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
