@@ -260,12 +260,11 @@ def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
     if a.dtype == sample.dtype and _native.usable(a, sample):  # log, kernel and product fused
         rules = _native_rules(a.dtype)
         return torch.ops.stochgrad_special.gamma_log_grad(a, sample, *rules, from_sample=True)
-    # The torch path takes x as it is (exp of a rounded log x would move it by ~|log x| ulps) and
-    # log x in float64.
+    # The torch path takes x as it is (exp of a rounded log x would move it by ~|log x| ulps).
     dtype = torch.promote_types(a.dtype, sample.dtype)
     work = _work_dtype(dtype)
     a_work, x_work = a.to(work), sample.to(work)
-    log_x = x_work.double().log() if work == torch.float32 else x_work.log()
+    log_x = x_work.log()
     log_grad = blockwise(_log_grad_block, a_work, log_x, x_work)[0].to(dtype)
     return torch.where(sample == 0, torch.zeros_like(log_grad), sample * log_grad)
 

@@ -127,11 +127,11 @@ struct ExpRange<float> {
       1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
 };
 
-// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high]; with excess, also
-// expm1(r) - r = r^2 q(r) (one product, before the rounding of r + r^2 q).
+// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high]; with parts, also r and
+// expm1(r) - r = r^2 q(r) (before the rounding of r + r^2 q).
 template <typename T>
 __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(
-    const Vectorized<T>& y, T low, Vectorized<T>* excess = nullptr) {
+    const Vectorized<T>& y, T low, std::pair<Vectorized<T>, Vectorized<T>>* parts = nullptr) {
   using V = Vectorized<T>;
   using R = ExpRange<T>;
   using I = Vectorized<typename R::Int>;
@@ -144,7 +144,7 @@ __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> ex
   for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, r, V(R::inverse_factorial[j]));
   V r2 = r * r;
   V p = at::vec::fmadd(q, r2, r);
-  if (excess != nullptr) *excess = q * r2;
+  if (parts != nullptr) *parts = {r, q * r2};
   I bits = at::vec::convert_to_int_of_same_size<T>(k) + I(typename R::Int(R::bias));
   V scale = at::vec::cast<T>(bits << I(typename R::Int(R::mantissa)));
   return {scale, p};
@@ -162,17 +162,16 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<
   return at::vec::fmadd(scale, p, scale - Vectorized<T>(T(1)));
 }
 
-// (expm1(y), e^y - 1 - y), the second without cancellation (elementary.expm1_excess): where the
-// reduction leaves k = 0 (|y| < ln(2)/2, so r = y and expm1(y) = y + y^2 q(y)) it is y^2 q(y);
-// elsewhere expm1(y) - y, which loses at most ~2.5 bits.
+// e^y - 1 - y without cancellation (elementary.expm1_excess) as 2^k r^2 q(r) + ((2^k r +
+// 2^k - 1) - y): where the reduction leaves k = 0 (|y| < ln(2)/2) r = y and the bracket is
+// exactly 0; elsewhere the bracket loses at most ~2.5 bits, as expm1(y) - y.
 template <typename T>
-__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> fast_expm1_excess(
-    const Vectorized<T>& y) {
+__attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vectorized<T>& y) {
   using V = Vectorized<T>;
-  V series;
-  auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1), &series);
-  V em1 = at::vec::fmadd(scale, p, scale - V(T(1)));
-  return {em1, select(scale == V(T(1)), series, em1 - y)};
+  std::pair<V, V> parts;
+  V scale = exp_reduce<T>(y, T(ExpRange<T>::low_expm1), &parts).first;
+  auto [r, series] = parts;
+  return at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale - V(T(1))) - y);
 }
 
 // log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
@@ -280,9 +279,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V end = select(lower > V(T(0.5)), s_lower, s_upper);
   V minus_x = x.neg();
   {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
-    auto [em1, excess] = fast_expm1_excess<T>(sign * end);
-    V phi = at::vec::fmadd(minus_x, excess, slope.neg() * end);
-    V dphi = (slope + x * (sign * em1)).neg();
+    V signed_end = sign * end;
+    V phi = at::vec::fmadd(minus_x, fast_expm1_excess<T>(signed_end), slope.neg() * end);
+    V dphi = (slope + x * (sign * fast_expm1<T>(signed_end))).neg();
     end = end - (phi + C) / dphi;
   }
   V panel = at::vec::clamp_max(end, C);
@@ -292,7 +291,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const size_t n = rule.nodes.size();
   for (size_t i = 0; i < n; ++i) {
     V node(rule.nodes[i]);
-    V excess = fast_expm1_excess<T>(signed_panel * node).second;
+    V excess = fast_expm1_excess<T>(signed_panel * node);
     V term = fast_exp<T>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
     if (i == 0) {
       moment0 = term * V(rule.weights[i]);
@@ -325,13 +324,13 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
     centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
-    // In double: log x from x itself when from a sample (a float log of x = 1e15 is off by
-    // 2e-6, the size of (x - a)/a), else the log x given; lanes with a >= 10 as above (log x -
-    // ψ(a), a difference of two numbers ~log a, would lose ε log(a) √a of the result).
-    T tmp[W], diffs[W];
+    // In double; lanes with a >= 10 as above (log x - ψ(a), a difference of two numbers ~log a,
+    // would lose ε log(a) √a of the result: all of it for float32 at a = 1e15).
+    T tmp[W], logs[W], diffs[W];
+    logarithm().store(logs);
     diff.store(diffs);
     for (int k = 0; k < W; ++k) {
-      const double log_k = from_sample ? std::log(static_cast<double>(input[k])) : input[k];
+      const double log_k = logs[k];
       const double a_k = a_in[k];
       if (a_k >= 10) {
         const double ratio = static_cast<double>(diffs[k]) / a_k;
