@@ -36,6 +36,8 @@ _SLOW_ORACLE = pytest.mark.slow  # the quadrature oracle for max(a, b) >= 200 ta
 BETA_PAIRS = [
     (1e-3, 1e-3), (0.01, 2.0), (2.0, 0.01), (0.05, 0.05), (0.5, 0.5), (1.0, 1.0), (2.0, 3.0),
     (10.0, 10.0), (100.0, 1.0), (1e-3, 2.0), (2.0, 1e-3), (1e-3, 30.0), (0.05, 250.0),
+    # log(1 - x) from 1 - x rounded cost 2e-5 in dz/db at (2, 1e12) (x ~ 5e-12)
+    (2.0, 1e12), (1e6, 3.0),
     *(pytest.param(a, b, marks=_SLOW_ORACLE) for a, b in
       [(500.0, 0.5), (0.5, 500.0), (1e3, 1e3), (1e4, 1e4), (1e4, 1e-3), (3e3, 20.0)]),
 ]  # fmt: skip

@@ -67,7 +67,7 @@ def beta_dz_dconcentrations(a: float, b: float, x: float) -> tuple[float, float]
         d_a = mpmath.diff(lambda aa: mpmath.betainc(aa, b, 0, x, regularized=True), a)
         d_b = mpmath.diff(lambda bb: mpmath.betainc(a, bb, 0, x, regularized=True), b)
         return float(-d_a / density), float(-d_b / density)
-    except ValueError:  # hypsum() failed to converge
+    except (ValueError, mpmath.libmp.NoConvergence):  # hypsum() failed to converge
         pass
     psi_ab = mpmath.digamma(a + b)
     mode = (a - 1) / (a + b - 2) if a > 1 and b > 1 else x

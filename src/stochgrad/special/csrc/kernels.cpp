@@ -554,8 +554,10 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   }
   for (int j = 0; j < kGroup; j += W) {
     D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
-    D ca = yy.log() + D::loadu(centred_a + j);
-    D cb = yyc.log() + D::loadu(centred_b + j);
+    // log of the larger of y, 1 - y as log1p(-the smaller): 1 - y rounded loses it (_log_pair)
+    const D half(0.5);
+    D ca = select(yy >= half, yyc.neg().log1p(), yy.log()) + D::loadu(centred_a + j);
+    D cb = select(yyc >= half, yy.neg().log1p(), yyc.log()) + D::loadu(centred_b + j);
     D mm0 = D::loadu(m0 + j), mm1 = D::loadu(m1 + j), ml = D::loadu(mlog + j);
     D first = yy * (ca * mm0 - mm1);
     D second = yy * (cb * mm0 + ml);
