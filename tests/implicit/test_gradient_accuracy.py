@@ -28,10 +28,16 @@ from tests.special import oracle
 TOL = {torch.float64: 1e-10, torch.float32: 1e-4}
 # 3, 10 and 30 are where the Gamma kernel switches to shorter quadrature rules (special/gamma.py).
 GAMMA_CONCENTRATIONS = [1e-3, 1e-2, 0.1, 0.5, 1.0, 3.0, 5.0, 10.0, 30.0, 100.0, 500.0, 1e3, 1e4]
+# Huge concentrations: the float32 draw lies a few ulps from a, so x - a and (x - a)/a are
+# quantised; before the exponent was formed without cancellation, float32 erred by 2e-4 at 1e8
+# and 8 (NaN at 1e20), float64 by 2e-9 at 1e15 and 2e-7 at 1e20.
+HUGE_CONCENTRATIONS = [1e6, 1e8, 1e10, 1e12, 1e15, 1e20]
 _SLOW_ORACLE = pytest.mark.slow  # the quadrature oracle for max(a, b) >= 200 takes ~10 s a case
 BETA_PAIRS = [
     (1e-3, 1e-3), (0.01, 2.0), (2.0, 0.01), (0.05, 0.05), (0.5, 0.5), (1.0, 1.0), (2.0, 3.0),
     (10.0, 10.0), (100.0, 1.0), (1e-3, 2.0), (2.0, 1e-3), (1e-3, 30.0), (0.05, 250.0),
+    # log(1 - x) from 1 - x rounded cost 2e-5 in dz/db at (2, 1e12) (x ~ 5e-12)
+    (2.0, 1e12), (1e6, 3.0),
     *(pytest.param(a, b, marks=_SLOW_ORACLE) for a, b in
       [(500.0, 0.5), (0.5, 500.0), (1e3, 1e3), (1e4, 1e4), (1e4, 1e-3), (3e3, 20.0)]),
 ]  # fmt: skip
@@ -64,7 +70,7 @@ def beta_gradients(a, b, dtype, seed=0):
     return (c1.grad.tolist(), [r[0] for r in refs]), (c0.grad.tolist(), [r[1] for r in refs])
 
 
-@pytest.mark.parametrize("a", GAMMA_CONCENTRATIONS)
+@pytest.mark.parametrize("a", GAMMA_CONCENTRATIONS + HUGE_CONCENTRATIONS)
 def test_gamma_concentration_gradient_matches_oracle(a, dtype):
     grads, refs = gamma_gradients(a, dtype)
     assert max_relative_error(grads, refs) <= TOL[dtype]

@@ -56,7 +56,9 @@ def test_gamma_rule_tiers_agree_with_the_full_rule(dtype):
     # small concentration forces the full rule on the same elements. Both must agree to within
     # the accuracy each rule was sized for.
     torch.manual_seed(0)
-    a = torch.tensor([3.0, 7.0, 30.0, 80.0, 500.0, 1e4], dtype=dtype).repeat_interleave(50)
+    # (1e8 .. 1e20 with 0.5 in the block: log x - ψ(a) in float64 from x itself.)
+    a = torch.tensor([3.0, 7.0, 30.0, 80.0, 500.0, 1e4, 1e8, 1e15, 1e20], dtype=dtype)
+    a = a.repeat_interleave(50)
     x = torch._standard_gamma(a)
     tiered = standard_gamma_grad(a, x)
     full = standard_gamma_grad(torch.cat([a, a.new_tensor([0.5])]), torch.cat([x, x[:1]]))[:-1]
@@ -156,3 +158,23 @@ def test_compiled_float32_gamma_gradient_keeps_the_accuracy_target():
     refs = [oracle.gamma_dz_dconcentration(1e4, v) for v in z.tolist()]
     errors = [abs(g - r) / abs(r) for g, r in zip(alpha.grad.tolist(), refs, strict=True)]
     assert max(errors) <= 1e-4
+
+
+def test_expm1_excess_matches_mpmath(dtype):
+    """``e^u - 1 - u`` to a few ulps relative, across the series/direct switch at ln(2)/2."""
+    from stochgrad.special.elementary import expm1_excess
+
+    mp = pytest.importorskip("mpmath")
+    # |u| >= 1e-15: u² stays normal in float32 (below, the result underflows gracefully)
+    small = torch.logspace(-15, 0, 301, dtype=torch.float64)
+    u = torch.cat([small, -small, torch.linspace(-20, 20, 801, dtype=torch.float64)])
+    u = u[u != 0].to(dtype)
+    with mp.workdps(40):
+        exact = [float(mp.expm1(mp.mpf(v)) - mp.mpf(v)) for v in u.tolist()]
+    exact = torch.tensor(exact, dtype=torch.float64)
+    bound = 8 * torch.finfo(dtype).eps
+    relative = ((expm1_excess(u).double() - exact).abs() / exact.abs()).max().item()
+    assert relative <= bound
+    # Twin: expm1(u) - u cancels for small |u| and fails the same bound.
+    naive = ((torch.expm1(u) - u).double() - exact).abs() / exact.abs()
+    assert naive.max().item() > 1e3 * bound

@@ -28,7 +28,8 @@ from stochgrad.special import gamma as special_gamma
 # Rounding differences measured on these grids, in ulps of the scales below: Gamma up to 3.7
 # (float64, a = 0.05), Beta up to 1.5 (float64, (0.005, 0.3)).
 ULPS = 8
-GAMMA_CONCENTRATIONS = [1e-3, 0.05, 0.5, 1.0, 2.5, 3.0, 5.0, 10.0, 20.0, 30.0, 500.0, 1e4]
+GAMMA_CONCENTRATIONS = [1e-3, 0.05, 0.5, 1.0, 2.5, 3.0, 5.0, 10.0, 20.0, 30.0, 500.0, 1e4, 1e8,
+                        1e15]  # fmt: skip
 BETA_PAIRS = [
     (2.0, 3.0), (0.1, 0.1), (1e-3, 2.0), (2.0, 1e-3), (0.005, 0.3), (50.0, 0.5), (0.5, 50.0),
     (1.0, 1.0), (1e3, 1e3), (1e4, 1e-3), (30.0, 7.0),
@@ -213,8 +214,9 @@ def test_special_values_match_torch_path(dtype, torch_path):
 
 @pytest.mark.parametrize(
     ("family", "params"),
-    [("gamma", (0.05,)), ("gamma", (3.5,)), ("gamma", (40.0,)), ("beta", (0.05, 2.0))],
-)
+    [("gamma", (0.05,)), ("gamma", (3.5,)), ("gamma", (40.0,)), ("gamma", (1e8,)),
+     ("gamma", (1e15,)), ("beta", (0.05, 2.0))],
+)  # fmt: skip
 def test_torch_path_matches_oracle(family, params, dtype, torch_path):
     """The fallback stays within the accuracy targets (1e-10 / 1e-4) on its own."""
     from tests.special import oracle

@@ -11,6 +11,11 @@ decreasing (use the lower tail when ``x <= a``, the upper one otherwise):
 
     lower: φ(s) = -a s + x (1 - e^(-s)),    upper: φ(s) = a s - x (e^s - 1).
 
+Both are evaluated as ``φ(s) = -|x - a| s - x g(∓s)`` with ``g(u) = e^u - 1 - u`` computed
+without cancellation (:func:`~stochgrad.special.elementary.expm1_excess`): the two terms of
+the forms above are each ~√(a C) near the mode, and their difference cost ``ε √(a C)`` of the
+exponent (float32 lost every digit at a = 1e15, float64 kept 7 at a = 1e20).
+
 The integral is evaluated by Gauss-Legendre quadrature on ``[0, S]`` where ``φ(S) = -C`` (Newton
 iterations from an upper bound, which stay to the right of the root because ``φ`` is concave);
 beyond ``s = C`` the lower integrand is ``exp(x - a s)`` to working precision and is integrated
@@ -36,10 +41,16 @@ from torch import Tensor
 
 from stochgrad.special import _native
 from stochgrad.special._quadrature import blockwise, gauss_legendre, traced, working_dtype
+from stochgrad.special.elementary import expm1_excess
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
 
 _NEWTON_STEPS = 1
+
+# In eager mode the torch path forms g(u) = e^u - 1 - u as expm1(u) - u (2 passes a node instead
+# of ~25) when every element of a block has x·S below this: the exponent's rounding is then at
+# most ~ε·x·S (4.5e-13 in float64, 1.5e-5 in float32, the size of the rules' own errors).
+_DIRECT_LIMIT = {torch.float64: 2048.0, torch.float32: 256.0}
 
 # (nodes, weights, cut-off C): integrands exp(φ) are cut where φ = -C. Sized against a 40-digit
 # mpmath oracle on 856 points (43 concentrations from 1e-3 to 1e4, 21 quantiles from 1e-7 to
@@ -90,15 +101,20 @@ def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor
     """
     a, log_x = (t.detach() for t in torch.broadcast_tensors(concentration, log_sample))
     dtype = a.dtype
-    work = working_dtype(dtype)
-    if work == torch.float32 and torch.compiler.is_compiling():
-        work = torch.float64
+    work = _work_dtype(dtype)
     if work != dtype:
         a, log_x = a.to(work), log_x.to(work)
     if _native.usable(a, log_x):
         rules = _native_rules(work)
         return torch.ops.stochgrad_special.gamma_log_grad(a, log_x.to(work), *rules).to(dtype)
     return blockwise(_log_grad_block, a, log_x)[0].to(dtype)
+
+
+def _work_dtype(dtype: torch.dtype) -> torch.dtype:
+    work = working_dtype(dtype)
+    if work == torch.float32 and torch.compiler.is_compiling():
+        return torch.float64
+    return work
 
 
 @functools.cache
@@ -113,17 +129,17 @@ def _native_rules(
     return lows, nodes, weights, [rule[2] for _, rule in tiers]
 
 
-def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
+def _log_grad_block(a: Tensor, log_x: Tensor, sample: Tensor | None = None) -> tuple[Tensor]:
     # Masks are kept as ±1/0-1 floats: on CPU, comparisons, bool tensors and torch.where cost
-    # 3-6x an arithmetic pass.
+    # 3-6x an arithmetic pass. ``sample`` (x itself, in a's dtype) is given when x is known more
+    # precisely than exp(log_x) (a float32 log x loses ~|log x| ulps of x).
     smallest = _smallest(a, log_x)
     nodes, weights, cutoff = _rule(a, smallest)
     inplace = smallest is not None
-    x = log_x.exp()
+    x = log_x.exp() if sample is None else sample
     diff = x - a
     sign = torch.copysign(a.new_ones(()), diff)  # -1 on the lower tail (x < a), +1 on the upper
     lower = (1 - sign) / 2  # 1 on the lower tail, 0 on the upper
-    rate = sign * a
     slope = diff.abs()  # -φ'(0)
     tiny = torch.finfo(a.dtype).tiny
     x_safe = x.clamp_min(tiny)
@@ -141,22 +157,28 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
     s_upper = torch.minimum(root, torch.log1p((cutoff + a * root) / x_safe))
     end = torch.lerp(s_upper, s_lower, lower)  # both finite: exactly one of them
     for _ in range(_NEWTON_STEPS):
-        em1 = torch.expm1(sign * end)
-        phi = rate * end - x * em1
-        dphi = rate - sign * x * (em1 + 1)
+        signed_end = sign * end
+        phi = -slope * end - x * expm1_excess(signed_end)
+        dphi = -(slope + x * (sign * torch.expm1(signed_end)))  # sign·expm1(sign·s) >= 0
         end = end - (phi + cutoff) / dphi
     panel = end.clamp(max=cutoff)
-    # At s = t·panel the exponent is t·(rate·panel) - x·expm1(t·(sign·panel)); the first moment
+    # At s = t·panel the exponent is -t·(slope·panel) - x·g(t·(sign·panel)); the first moment
     # accumulates t·term and is scaled by panel once at the end.
     signed_panel = sign * panel
-    rate_panel = rate * panel
-    if inplace:  # the same arithmetic as the else branch, 7 passes a node, into one buffer
+    minus_slope_panel = -slope * panel
+    if inplace:  # the same arithmetic as the else branch, 8 passes a node, into one buffer
         minus_x = -x
-        term = torch.empty_like(x)  # a fresh tensor per node costs more than an in-place pass
+        limit = _DIRECT_LIMIT.get(a.dtype, _DIRECT_LIMIT[torch.float32])
+        direct = not bool((x * panel > limit).any())
+        term, u = torch.empty_like(x), torch.empty_like(x)  # fresh tensors cost more per node
         moment0, moment1 = torch.empty_like(x), torch.empty_like(x)
         for i, (node, weight) in enumerate(zip(nodes, weights, strict=True)):
-            torch.mul(signed_panel, node, out=term).expm1_().mul_(minus_x)
-            term.add_(rate_panel, alpha=node).exp_()
+            torch.mul(signed_panel, node, out=u)
+            if direct:
+                torch.expm1(u, out=term).sub_(u)
+            else:
+                term.copy_(expm1_excess(u))
+            term.mul_(minus_x).add_(minus_slope_panel, alpha=node).exp_()
             if i == 0:
                 torch.mul(term, weight, out=moment0)
                 torch.mul(term, weight * node, out=moment1)
@@ -167,7 +189,7 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
         moment0 = torch.zeros_like(x)
         moment1 = torch.zeros_like(x)
         for node, weight in zip(nodes, weights, strict=True):
-            term = torch.exp(node * rate_panel - x * torch.expm1(node * signed_panel))
+            term = torch.exp(node * minus_slope_panel - x * expm1_excess(node * signed_panel))
             moment0 = moment0 + weight * term
             moment1 = moment1 + (weight * node) * term
     moment0 = moment0 * panel
@@ -179,7 +201,7 @@ def _log_grad_block(a: Tensor, log_x: Tensor) -> tuple[Tensor]:
         tail = torch.where(beyond > 0, torch.exp(x - a * cutoff) / a, torch.zeros_like(x))
         moment0 = moment0 + tail
         moment1 = moment1 + tail * (cutoff + 1 / a)
-    centred = _centred_log(a, log_x, x, smallest)
+    centred = _centred_log(a, log_x, diff, smallest)
     # lower tail: moment1 - centred·moment0; upper tail: moment1 + centred·moment0.
     return (torch.addcmul(moment1, sign * centred, moment0),)
 
@@ -199,21 +221,33 @@ def _log_minus_digamma(a: Tensor) -> Tensor:
     return series.mul_(inv2).add_(inv, alpha=0.5)
 
 
-def _centred_log(a: Tensor, log_x: Tensor, x: Tensor, smallest: float | None) -> Tensor:
-    """``log x - ψ(a)``, which cancels near the mode ``x ≈ a``.
+def _centred_log(a: Tensor, log_x: Tensor, diff: Tensor, smallest: float | None) -> Tensor:
+    """``log x - ψ(a)``, which cancels near the mode ``x ≈ a``; ``diff = x - a``.
 
-    When every ``a >= 10`` (eager mode): ``log(x/a) + (log a - ψ(a))`` in working precision, with
-    ``log(x/a) = log1p((x - a)/a)`` near the mode (exact ``x - a``) and ``log x - log a`` away
-    from it. Otherwise ``log x - ψ(a)`` in float64 (one pass; keeps float32 accurate).
+    For ``a >= 10``: ``log(x/a) + (log a - ψ(a))``, with ``log(x/a) = log1p((x - a)/a)`` near
+    the mode (``x - a`` exact there; not ``x/a - 1``, whose rounding is the whole of
+    ``(x - a)/a`` when x is a few ulps from a) and ``log x - log a`` away from it; in working
+    precision when every ``a >= 10`` (eager mode). Otherwise ``log x - ψ(a)`` in float64 (keeps
+    float32 accurate), and the first form in float64 for the elements with ``a >= 10`` (the
+    difference of two numbers ~log a loses ε log(a) √a of the result: 2e-5 at a = 1e20).
     """
-    if smallest is None or smallest < 10:
-        return (log_x.double() - torch.digamma(a.double())).to(a.dtype)
-    ratio = x / a
-    near = torch.log1p(ratio.clamp(0.5, 2.0) - 1)
+    if smallest is not None and smallest >= 10:
+        return _centred_log_large(a, log_x.to(a.dtype), diff)
+    a64 = a.double()
+    centred = log_x.double() - torch.digamma(a64)
+    if smallest is None or bool((a >= 10).any()):
+        large = _centred_log_large(a64.clamp_min(10), log_x.double(), diff.double())
+        centred = torch.where(a64 >= 10, large, centred)
+    return centred.to(a.dtype)
+
+
+def _centred_log_large(a: Tensor, log_x: Tensor, diff: Tensor) -> Tensor:
+    ratio = diff / a
+    near = torch.log1p(ratio.clamp(-0.5, 1.0))
     far = log_x - a.log()
-    # |log(x/a)| >= 0.69 outside [a/2, 2a], so the direct difference loses little there; the
+    # |log(x/a)| >= 0.4 outside [a/2, 2a], so the direct difference loses little there; the
     # 0/1 weight is built by arithmetic (both branches are finite, so lerp picks one exactly).
-    outside = ((ratio - 2).clamp_min(0) + (0.5 - ratio).clamp_min(0)).sign()
+    outside = ((ratio - 1).clamp_min(0) + (-0.5 - ratio).clamp_min(0)).sign()
     return torch.lerp(near, far, outside).add_(_log_minus_digamma(a))
 
 
@@ -226,7 +260,12 @@ def standard_gamma_grad(concentration: Tensor, sample: Tensor) -> Tensor:
     if a.dtype == sample.dtype and _native.usable(a, sample):  # log, kernel and product fused
         rules = _native_rules(a.dtype)
         return torch.ops.stochgrad_special.gamma_log_grad(a, sample, *rules, from_sample=True)
-    log_grad = standard_gamma_log_grad(a, sample.log())
+    # The torch path takes x as it is (exp of a rounded log x would move it by ~|log x| ulps).
+    dtype = torch.promote_types(a.dtype, sample.dtype)
+    work = _work_dtype(dtype)
+    a_work, x_work = a.to(work), sample.to(work)
+    log_x = x_work.log()
+    log_grad = blockwise(_log_grad_block, a_work, log_x, x_work)[0].to(dtype)
     return torch.where(sample == 0, torch.zeros_like(log_grad), sample * log_grad)
 
 

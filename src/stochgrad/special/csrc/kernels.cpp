@@ -127,9 +127,11 @@ struct ExpRange<float> {
       1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
 };
 
-// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high].
+// (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high]; with parts, also r and
+// expm1(r) - r = r^2 q(r) (before the rounding of r + r^2 q).
 template <typename T>
-__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(const Vectorized<T>& y, T low) {
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(
+    const Vectorized<T>& y, T low, std::pair<Vectorized<T>, Vectorized<T>>* parts = nullptr) {
   using V = Vectorized<T>;
   using R = ExpRange<T>;
   using I = Vectorized<typename R::Int>;
@@ -140,7 +142,9 @@ __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> ex
   // Horner: p = r + r^2 (1/2! + r (1/3! + ...)).
   V q(R::inverse_factorial[R::degree]);
   for (int j = R::degree - 1; j >= 2; --j) q = at::vec::fmadd(q, r, V(R::inverse_factorial[j]));
-  V p = at::vec::fmadd(q, r * r, r);
+  V r2 = r * r;
+  V p = at::vec::fmadd(q, r2, r);
+  if (parts != nullptr) *parts = {r, q * r2};
   I bits = at::vec::convert_to_int_of_same_size<T>(k) + I(typename R::Int(R::bias));
   V scale = at::vec::cast<T>(bits << I(typename R::Int(R::mantissa)));
   return {scale, p};
@@ -156,6 +160,18 @@ template <typename T>
 __attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<T>& y) {
   auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1));
   return at::vec::fmadd(scale, p, scale - Vectorized<T>(T(1)));
+}
+
+// e^y - 1 - y without cancellation (elementary.expm1_excess) as 2^k r^2 q(r) + ((2^k r +
+// 2^k - 1) - y): where the reduction leaves k = 0 (|y| < ln(2)/2) r = y and the bracket is
+// exactly 0; elsewhere the bracket loses at most ~2.5 bits, as expm1(y) - y.
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vectorized<T>& y) {
+  using V = Vectorized<T>;
+  std::pair<V, V> parts;
+  V scale = exp_reduce<T>(y, T(ExpRange<T>::low_expm1), &parts).first;
+  auto [r, series] = parts;
+  return at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale - V(T(1))) - y);
 }
 
 // log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
@@ -209,6 +225,13 @@ __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vect
 constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
                                 1.0 / 132, -691.0 / 32760, 1.0 / 12};
 
+double log_minus_digamma(double a) {  // as _log_minus_digamma, a >= 10
+  const double inv = 1 / a, inv2 = inv * inv;
+  double series = kStirling[6];
+  for (int k = 5; k >= 0; --k) series = series * inv2 + kStirling[k];
+  return series * inv2 + 0.5 * inv;
+}
+
 template <typename T>
 void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double>& lows,
                  const std::vector<Rule<T>>& rules, Digamma& digamma, bool from_sample) {
@@ -238,7 +261,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V diff = x - a;
   V sign = one.copysign(diff);
   V lower = (one - sign) * V(T(0.5));
-  V rate = sign * a;
   V slope = diff.abs();
   V x_safe = at::vec::clamp_min(x, tiny);
   V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
@@ -255,21 +277,22 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V root = V(T(2 * double(cutoff))) / (slope + h2);
   V s_upper = at::vec::minimum(root, nonnegative_log1p<T>((C + a * root) / x_safe));
   V end = select(lower > V(T(0.5)), s_lower, s_upper);
-  {  // one Newton step (_NEWTON_STEPS)
-    V em1 = fast_expm1<T>(sign * end);
-    V phi = rate * end - x * em1;
-    V dphi = rate - sign * x * (em1 + one);
+  V minus_x = x.neg();
+  {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
+    V signed_end = sign * end;
+    V phi = at::vec::fmadd(minus_x, fast_expm1_excess<T>(signed_end), slope.neg() * end);
+    V dphi = (slope + x * (sign * fast_expm1<T>(signed_end))).neg();
     end = end - (phi + C) / dphi;
   }
   V panel = at::vec::clamp_max(end, C);
   V signed_panel = sign * panel;
-  V rate_panel = rate * panel;
-  V minus_x = x.neg();
+  V minus_slope_panel = slope.neg() * panel;
   V moment0 = zero, moment1 = zero;
   const size_t n = rule.nodes.size();
   for (size_t i = 0; i < n; ++i) {
     V node(rule.nodes[i]);
-    V term = fast_exp<T>(at::vec::fmadd(rate_panel, node, fast_expm1<T>(signed_panel * node) * minus_x));
+    V excess = fast_expm1_excess<T>(signed_panel * node);
+    V term = fast_exp<T>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
     if (i == 0) {
       moment0 = term * V(rule.weights[i]);
       moment1 = term * V(rule.node_weights[i]);
@@ -289,9 +312,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   }
   V centred;
   if (small >= 10) {
-    V ratio = x / a;
-    V near = (at::vec::clamp(ratio, V(T(0.5)), V(T(2))) - one).log1p();
-    V outside = at::vec::clamp_min(ratio - V(T(2)), zero) + at::vec::clamp_min(V(T(0.5)) - ratio, zero);
+    V ratio = diff / a;  // (x - a)/a with x - a exact near the mode, not x/a - 1
+    V near = at::vec::clamp(ratio, V(T(-0.5)), one).log1p();
+    V outside = at::vec::clamp_min(ratio - one, zero) + at::vec::clamp_min(V(T(-0.5)) - ratio, zero);
     V far_lanes = (outside > zero) | (outside != outside);
     centred = near;
     if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
@@ -301,10 +324,21 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
     centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
   } else {
-    T tmp[W], logs[W];
+    // In double; lanes with a >= 10 as above (log x - ψ(a), a difference of two numbers ~log a,
+    // would lose ε log(a) √a of the result: all of it for float32 at a = 1e15).
+    T tmp[W], logs[W], diffs[W];
     logarithm().store(logs);
+    diff.store(diffs);
     for (int k = 0; k < W; ++k) {
-      tmp[k] = static_cast<T>(static_cast<double>(logs[k]) - digamma(static_cast<double>(a_in[k])));
+      const double log_k = logs[k];
+      const double a_k = a_in[k];
+      if (a_k >= 10) {
+        const double ratio = static_cast<double>(diffs[k]) / a_k;
+        const double log_ratio = ratio >= -0.5 && ratio <= 1 ? std::log1p(ratio) : log_k - std::log(a_k);
+        tmp[k] = static_cast<T>(log_ratio + log_minus_digamma(a_k));
+      } else {
+        tmp[k] = static_cast<T>(log_k - digamma(a_k));
+      }
     }
     centred = V::loadu(tmp);
   }
@@ -520,8 +554,10 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   }
   for (int j = 0; j < kGroup; j += W) {
     D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
-    D ca = yy.log() + D::loadu(centred_a + j);
-    D cb = yyc.log() + D::loadu(centred_b + j);
+    // log of the larger of y, 1 - y as log1p(-the smaller): 1 - y rounded loses it (_log_pair)
+    const D half(0.5);
+    D ca = select(yy >= half, yyc.neg().log1p(), yy.log()) + D::loadu(centred_a + j);
+    D cb = select(yyc >= half, yy.neg().log1p(), yyc.log()) + D::loadu(centred_b + j);
     D mm0 = D::loadu(m0 + j), mm1 = D::loadu(m1 + j), ml = D::loadu(mlog + j);
     D first = yy * (ca * mm0 - mm1);
     D second = yy * (cb * mm0 + ml);
