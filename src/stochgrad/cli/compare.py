@@ -210,7 +210,7 @@ def compare(
 def _compare(configs, dataset, base, out, figures, jobs, log, started) -> list[dict[str, Any]]:
     log(f"compare: {len(configs)} runs on {base.data}, results in {out}")
     configs = [replace(config, out=str(out / "runs" / _run_name(config))) for config in configs]
-    planned = [_plan(config, dataset, log) for config in configs]
+    planned = [_plan(config, log) for config in configs]
     pending = [config for config in planned if config is not None]
     log(f"{len(configs) - len(pending)} finished run(s) reused, {len(pending)} to train")
     if jobs == 1:
@@ -240,9 +240,9 @@ def _compare(configs, dataset, base, out, figures, jobs, log, started) -> list[d
     return results
 
 
-def _plan(config: TrainConfig, dataset, log) -> TrainConfig | None:
+def _plan(config: TrainConfig, log) -> TrainConfig | None:
     """None when ``config.out`` holds this very run, finished; otherwise how to train it."""
-    if _reuse(config, dataset) is not None:
+    if _finished(config) is not None:
         return None
     checkpoint_path = Path(config.out) / CHECKPOINT_NAME
     if not checkpoint_path.exists():
@@ -312,8 +312,8 @@ def _run_name(config: TrainConfig) -> str:
     return f"{config.latent}-{config.estimator}-d{config.dim}-s{config.seed}"
 
 
-def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
-    """The finished run in ``config.out`` if its settings match, with its trained model."""
+def _finished(config: TrainConfig) -> tuple[dict[str, Any], dict[str, Any]] | None:
+    """(metrics, checkpoint) of the finished run in ``config.out`` if its settings match."""
     run_dir = Path(config.out)
     metrics_path, checkpoint_path = run_dir / METRICS_NAME, run_dir / CHECKPOINT_NAME
     if not (metrics_path.exists() and checkpoint_path.exists()):
@@ -333,10 +333,19 @@ def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
     epochs_done = len(metrics.get("history", ()))
     if state["epoch"] != epochs_done or epochs_done > config.epochs:
         return None
-    state = trained_weights(state)
+    return metrics, state
+
+
+def _reuse(config: TrainConfig, dataset) -> dict[str, Any] | None:
+    """The finished run in ``config.out`` if its settings match, with its trained model."""
+    finished = _finished(config)
+    if finished is None:
+        return None
+    metrics, state = finished
+    weights = trained_weights(state)
     data = dataset.subset(config.train_size, config.test_size)
     vae = build_vae(config, data.num_pixels)
-    vae.load_state_dict({key[4:]: value for key, value in state.items() if key.startswith("vae.")})
+    vae.load_state_dict({k[4:]: v for k, v in weights.items() if k.startswith("vae.")})
     return {**metrics, "model": vae.to(config.device), "dataset": data}
 
 
