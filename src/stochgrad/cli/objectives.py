@@ -27,7 +27,6 @@ from typing import cast
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import kl_divergence
 
 from stochgrad import estimators, vae
 from stochgrad.cli.models import VAE
@@ -115,14 +114,6 @@ def make_objective(
     return Objective(*ESTIMATORS[estimator](model, num_pixels, samples, temperature))
 
 
-def _kl(model: VAE, inf_net: vae.DistributionInferenceNetwork) -> Tensor | None:
-    q = inf_net.distribution
-    try:
-        return kl_divergence(q, model.prior().expand(q.batch_shape))
-    except NotImplementedError:
-        return None
-
-
 @torch.inference_mode()
 def negative_elbo(model: VAE, images: Tensor, batch_size: int = 500) -> float:
     """Mean over ``images`` of −ELBO with one z ~ q(z|x) per image (closed-form KL if known)."""
@@ -131,7 +122,7 @@ def negative_elbo(model: VAE, images: Tensor, batch_size: int = 500) -> float:
         inf_net = model.inf_net(batch)
         latents = inf_net.sample(1)
         gen_model = model.gen_model(batch, latents)
-        kl = _kl(model, inf_net)
+        kl = functional.analytic_kl(inf_net.distribution, model.prior())
         if kl is None:
             log_p = gen_model.log_prob(batch, latents)
             loss = functional.elbo_loss(inf_net.log_prob(latents), log_p, reduction="sum")

@@ -16,12 +16,16 @@ or ``"none"`` for the per-datapoint losses of shape ``(batch_size,)``).
 
 from __future__ import annotations
 
+import contextlib
+
 import torch
 from torch import Tensor
+from torch.distributions import Distribution, kl_divergence
 
 from stochgrad.estimators.surrogate import gradient_only, score_function_surrogate
 
 __all__ = [
+    "analytic_kl",
     "dreg_loss",
     "elbo_loss",
     "elbo_loss_analytic_kl",
@@ -134,6 +138,28 @@ def elbo_loss(log_q: Tensor, log_p: Tensor, reduction: str = "mean") -> Tensor:
     """
     _check_shapes(log_q, log_p)
     return _reduce(-(log_p - log_q).mean(-1), reduction)
+
+
+def analytic_kl(q: Distribution, prior: Distribution) -> Tensor | None:
+    """KL(q ‖ prior) in closed form, the prior first expanded to q's batch shape (torch's
+    Bernoulli and other KLs index with masks of each argument's shape); ``None`` where torch
+    registers no closed form.
+
+    Example::
+
+        >>> from torch.distributions import Bernoulli, Gamma
+        >>> q = Bernoulli(logits=torch.zeros(4, 3))
+        >>> analytic_kl(q, Bernoulli(probs=torch.full((3,), 0.5))).shape
+        torch.Size([4, 3])
+        >>> analytic_kl(q, Gamma(1.0, 1.0)) is None
+        True
+    """
+    with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+        prior = prior.expand(q.batch_shape)
+    try:
+        return kl_divergence(q, prior)
+    except NotImplementedError:
+        return None
 
 
 def elbo_loss_analytic_kl(log_likelihood: Tensor, kl: Tensor, reduction: str = "mean") -> Tensor:

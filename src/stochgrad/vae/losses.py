@@ -21,7 +21,7 @@ from typing import Any, cast
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 
 from stochgrad.estimators import Estimator, Reinforce, gradient_only
 from stochgrad.estimators.base import _check_n_samples
@@ -293,11 +293,12 @@ class ELBO(VAELoss):
         inf_net: Any = self.inf_net
         gen_model: Any = self.gen_model
         try:
-            q, prior = inf_net.distribution, gen_model.prior
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                # torch's Bernoulli (and other) KLs index with masks of each argument's shape.
-                prior = prior.expand(q.batch_shape)
-            kl = kl_divergence(q, prior)
+            kl = F.analytic_kl(inf_net.distribution, gen_model.prior)
+            if kl is None:
+                raise NotImplementedError(
+                    f"torch registers no KL({type(inf_net.distribution).__name__} ‖ "
+                    f"{type(gen_model.prior).__name__})"
+                )
         except (NotImplementedError, AttributeError) as error:
             if self.analytic_kl is True:
                 raise ValueError(f"analytic_kl=True but no closed-form KL: {error}") from error
