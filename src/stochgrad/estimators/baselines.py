@@ -133,7 +133,10 @@ class MovingAverageBaseline(Baseline):
 
     b̄ is the bias-corrected exponential moving average of past costs (averaged over all
     elements of each call and over all ranks), taken *before* the current costs are folded in,
-    so the estimator stays unbiased (Williams, 1992; Weaver & Tao, 2001).
+    so the estimator stays unbiased (Williams, 1992; Weaver & Tao, 2001). Before the first
+    update there is no past: each element is centred by the mean of the *other* costs of the
+    call (still unbiased), not by 0, whose learning signal of the size of the cost itself an
+    optimiser like Adam would remember for thousands of steps (as NVIL's did).
 
     Args:
         decay: weight of the past in the moving average, in [0, 1).
@@ -155,11 +158,12 @@ class MovingAverageBaseline(Baseline):
 
     @property
     def value(self) -> Tensor:
-        """The baseline the next call will use."""
+        """The running baseline b̄ (0 before the first update, when each call centres every
+        element by the mean of the others instead)."""
         return self.moments.mean
 
     def forward(self, cost: Tensor, log_prob: Tensor, context: Any = None) -> Tensor:
-        surrogate = score_function_surrogate(cost, log_prob, self.value.to(cost))
+        surrogate = score_function_surrogate(cost, log_prob, self.moments.centring(cost))
         if self.training:
             self.moments.update(cost)
         return surrogate
