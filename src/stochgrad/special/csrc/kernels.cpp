@@ -429,12 +429,21 @@ double digamma_step(double base, double step, double total, Digamma& digamma) {
   return total - digamma(base);
 }
 
+// Nodes per step of the node loop, per precision: the terms of different nodes (and of the two
+// double vectors of a group) are independent chains of ~300 cycles of latency (four
+// transcendentals in a row), so computing several at once lets the core overlap them; the sums
+// still add the terms node by node, in the same order (bit-identical to one node at a time).
+template <typename L>
+constexpr int kNodeStep = 4 * Vectorized<L>::size() / kGroup;
+
 template <typename L>
 void beta_nodes(const double* p, const double* bm1, const double* eps, const double* delta,
                 const double* width, const Rule<L>& rule, double* m0_out, double* m1_out,
                 double* mlog_out) {
   using V = Vectorized<L>;
   constexpr int W = V::size();
+  constexpr int K = kGroup / W;  // vectors per group
+  constexpr int U = kNodeStep<L>;
   L buf[5][kGroup];
   for (int k = 0; k < kGroup; ++k) {
     buf[0][k] = static_cast<L>(p[k]);
@@ -443,32 +452,54 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
     buf[3][k] = static_cast<L>(delta[k]);
     buf[4][k] = static_cast<L>(width[k]);
   }
-  for (int j = 0; j < kGroup; j += W) {
-    V a = V::loadu(buf[0] + j), b1 = V::loadu(buf[1] + j), e = V::loadu(buf[2] + j);
-    V d = V::loadu(buf[3] + j), w = V::loadu(buf[4] + j);
-    V minus_delta = d.neg();
-    V minus_inv_eps = V(L(-1)) / e;
-    V one(L(1));
-    V m0(L(0)), m1(L(0)), mlog(L(0));
-    for (size_t i = 0; i < rule.nodes.size(); ++i) {
-      V growth = fast_expm1<L>(w * V(rule.nodes[i]));
-      V minus_s = growth * minus_delta;
-      V log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps);
-      V term = fast_exp<L>(at::vec::fmadd(a, minus_s, b1 * log_ratio)) * (growth + one);
-      V weight(rule.weights[i]);
-      m0 = at::vec::fmadd(term, weight, m0);
-      m1 = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1);
-      mlog = at::vec::fmadd(weight * term, log_ratio, mlog);
+  const V one(L(1));
+  V a[K], b1[K], w[K], minus_delta[K], minus_inv_eps[K], m0[K], m1[K], mlog[K];
+  for (int k = 0; k < K; ++k) {
+    a[k] = V::loadu(buf[0] + k * W);
+    b1[k] = V::loadu(buf[1] + k * W);
+    minus_inv_eps[k] = V(L(-1)) / V::loadu(buf[2] + k * W);
+    minus_delta[k] = V::loadu(buf[3] + k * W).neg();
+    w[k] = V::loadu(buf[4] + k * W);
+    m0[k] = m1[k] = mlog[k] = V(L(0));
+  }
+  const size_t count = rule.nodes.size();
+  auto node = [&](size_t i, int k, V& term, V& minus_s, V& log_ratio) {
+    V growth = fast_expm1<L>(w[k] * V(rule.nodes[i]));
+    minus_s = growth * minus_delta[k];
+    log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps[k]);
+    term = fast_exp<L>(at::vec::fmadd(a[k], minus_s, b1[k] * log_ratio)) * (growth + one);
+  };
+  auto add = [&](size_t i, int k, const V& term, const V& minus_s, const V& log_ratio) {
+    V weight(rule.weights[i]);
+    m0[k] = at::vec::fmadd(term, weight, m0[k]);
+    m1[k] = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1[k]);
+    mlog[k] = at::vec::fmadd(weight * term, log_ratio, mlog[k]);
+  };
+  size_t i = 0;
+  for (; i + U <= count; i += U) {
+    V term[U][K], minus_s[U][K], log_ratio[U][K];
+    for (int u = 0; u < U; ++u)
+      for (int k = 0; k < K; ++k) node(i + u, k, term[u][k], minus_s[u][k], log_ratio[u][k]);
+    for (int u = 0; u < U; ++u)
+      for (int k = 0; k < K; ++k) add(i + u, k, term[u][k], minus_s[u][k], log_ratio[u][k]);
+  }
+  for (; i < count; ++i) {
+    for (int k = 0; k < K; ++k) {
+      V term, minus_s, log_ratio;
+      node(i, k, term, minus_s, log_ratio);
+      add(i, k, term, minus_s, log_ratio);
     }
-    V scale = d * w;  // applied in double below, as the torch path converts after scaling
+  }
+  for (int k = 0; k < K; ++k) {
+    V scale = V::loadu(buf[3] + k * W) * w[k];  // applied in double below, as the torch path converts after scaling
     L s0[W], s1[W], s2[W];
-    (m0 * scale).store(s0);
-    (m1 * scale).store(s1);
-    (mlog * scale).store(s2);
-    for (int k = 0; k < W; ++k) {
-      m0_out[j + k] = s0[k];
-      m1_out[j + k] = s1[k];
-      mlog_out[j + k] = s2[k];
+    (m0[k] * scale).store(s0);
+    (m1[k] * scale).store(s1);
+    (mlog[k] * scale).store(s2);
+    for (int j = 0; j < W; ++j) {
+      m0_out[k * W + j] = s0[j];
+      m1_out[k * W + j] = s1[j];
+      mlog_out[k * W + j] = s2[j];
     }
   }
 }
