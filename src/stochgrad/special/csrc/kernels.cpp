@@ -512,12 +512,17 @@ struct BetaCentred {
 
 template <typename L>
 void beta_group(const double* a_in, const double* b_in, const double* x_in, const double* xc_in,
-                double* grad_a, double* grad_b, const Rule<L>& usual, const Rule<L>& small_rule,
+                double* grad_a, double* grad_b, const std::vector<double>& lows,
+                const std::vector<Rule<L>>& rules,
                 Digamma& digamma, BetaCentred& memo) {
   using D = Vectorized<double>;
   constexpr int W = D::size();
   const double small = std::min(smallest(a_in, kGroup), smallest(b_in, kGroup));
-  const Rule<L>& rule = small >= 0.01 ? usual : small_rule;
+  size_t tier = 0;  // the tier of the group's smallest concentration (NaN: the first)
+  for (size_t i = 0; i < lows.size(); ++i) {
+    if (small >= lows[i]) tier = i;
+  }
+  const Rule<L>& rule = rules[tier];
   const double cutoff = static_cast<double>(rule.cutoff);
   const D one(1.0), zero(0.0), tiny(std::numeric_limits<double>::min()), C(cutoff);
   double p[kGroup], q[kGroup], y[kGroup], yc[kGroup], bm1[kGroup], eps[kGroup], delta[kGroup],
@@ -536,6 +541,11 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
     D b1 = qq - one;
     D slope = at::vec::clamp_min(pp - b1 / e, tiny);
     D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
+    // The root of the quadratic Taylor expansion of φ (curvature κ = (b-1)(1+ε)/ε²), which the
+    // bounds above overshoot by ~1/√κ-fold when both concentrations are large (see beta.py)
+    D kappa = b1 * (one + e) / (e * e);
+    D quadratic = D(2 * cutoff) / (slope + (slope * slope + D(2 * cutoff) * kappa).sqrt());
+    end = select(quadratic > zero, at::vec::minimum(end, quadratic), end);
     D concave = b1 > zero;
     for (int k = 0; k < kNewton; ++k) {
       D log_ratio = log1p_nonnegative(fast_expm1<double>(end.neg()).neg() / e);
@@ -601,12 +611,15 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
 std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tensor& b,
                                              const at::Tensor& x,
                                              const std::optional<at::Tensor>& xc,
-                                             at::TensorList nodes, at::TensorList weights,
+                                             at::ArrayRef<double> lows, at::TensorList nodes,
+                                             at::TensorList weights,
                                              at::ArrayRef<double> cutoffs) {
   TORCH_CHECK(a.device().is_cpu(), "beta_grad: CPU tensors only");
   TORCH_CHECK(a.sizes() == b.sizes() && a.sizes() == x.sizes(), "beta_grad: shapes differ");
   TORCH_CHECK(!xc.has_value() || xc->sizes() == x.sizes(), "beta_grad: complement shape differs");
-  TORCH_CHECK(cutoffs.size() == 2, "beta_grad: two rules expected");
+  TORCH_CHECK(!cutoffs.empty() && lows.size() == cutoffs.size() && nodes.size() == cutoffs.size() &&
+                  weights.size() == cutoffs.size(),
+              "beta_grad: one low, nodes, weights and cutoff per tier");
   auto dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "beta_grad: float32/float64 only");
   auto ac = a.contiguous(), bc = b.contiguous(), xcont = x.contiguous();
@@ -614,11 +627,14 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
   auto grad_a = at::empty(x.sizes(), x.options());
   auto grad_b = at::empty(x.sizes(), x.options());
   const int64_t total = x.numel();
+  std::vector<double> lows_v(lows.begin(), lows.end());
   AT_DISPATCH_FLOATING_TYPES(dtype, "beta_grad", [&] {
     using T = scalar_t;
     using L = T;  // node sums in the caller's precision
-    Rule<L> usual = make_rule<L>(nodes[0], weights[0], cutoffs[0]);
-    Rule<L> small_rule = make_rule<L>(nodes[1], weights[1], cutoffs[1]);
+    std::vector<Rule<L>> rules;
+    for (size_t i = 0; i < cutoffs.size(); ++i) {
+      rules.push_back(make_rule<L>(nodes[i], weights[i], cutoffs[i]));
+    }
     const T* ap = ac.data_ptr<T>();
     const T* bp = bc.data_ptr<T>();
     const T* xp = xcont.data_ptr<T>();
@@ -640,7 +656,7 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
           dx[k] = static_cast<double>(xp[i]);
           dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
         }
-        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma, memo);
+        beta_group<L>(da, db, dx, dc, ga, gb, lows_v, rules, digamma, memo);
         for (int k = 0; k < count; ++k) {
           gap[start + k] = static_cast<T>(ga[k]);
           gbp[start + k] = static_cast<T>(gb[k]);
@@ -702,8 +718,8 @@ TORCH_LIBRARY(stochgrad_special, m) {
       "gamma_log_grad(Tensor a, Tensor log_x, float[] lows, Tensor[] nodes, Tensor[] weights, "
       "float[] cutoffs, bool from_sample=False) -> Tensor");
   m.def(
-      "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, Tensor[] nodes, Tensor[] weights, "
-      "float[] cutoffs) -> (Tensor, Tensor)");
+      "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, float[] lows, Tensor[] nodes, "
+      "Tensor[] weights, float[] cutoffs) -> (Tensor, Tensor)");
   m.def("exp_expm1(Tensor y) -> (Tensor, Tensor)");
   m.def("log1p_nonnegative(Tensor u) -> Tensor");
 }
