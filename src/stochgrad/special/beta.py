@@ -153,10 +153,11 @@ def _log_pair(x: Tensor, xc: Tensor) -> tuple[Tensor, Tensor]:
     """``(log x, log(1 - x))`` from the smaller of ``x``, ``xc = 1 - x`` (the one that is exact
     when the other was rounded from it): ``log1p(-smaller)`` for the larger. With ``xc = 1 - x``
     rounded, ``log(xc)`` lost ``ε/x`` relative (2e-5 at x = 5e-12, where it cancels against
-    ``ψ(a+b) - ψ(b)`` in Beta(2, 1e12)'s ``dx/db``)."""
-    log_x = torch.where(x >= 0.5, torch.log1p(-xc), torch.log(x))
-    log_xc = torch.where(xc >= 0.5, torch.log1p(-x), torch.log(xc))
-    return log_x, log_xc
+    ``ψ(a+b) - ψ(b)`` in Beta(2, 1e12)'s ``dx/db``). The smaller is ``xc`` where ``x >= 1/2``."""
+    upper = x >= 0.5
+    smaller = torch.where(upper, xc, x)
+    log_smaller, log_larger = torch.log(smaller), torch.log1p(-smaller)
+    return torch.where(upper, log_larger, log_smaller), torch.where(upper, log_smaller, log_larger)
 
 
 def _lower_mass(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> Tensor:
@@ -193,10 +194,13 @@ def _lower_integrals(
     quadratic = (2 * cutoff) / (slope + torch.sqrt(slope * slope + (2 * cutoff) * kappa))
     end = torch.where(quadratic > 0, torch.minimum(end, quadratic), end)
     concave = bm1 > 0
+    minus_inv_eps = -1 / eps
     for _ in range(_NEWTON_STEPS):
-        log_ratio = torch.log1p(-torch.expm1(-end) / eps)
+        growth = torch.expm1(-end)
+        log_ratio = torch.log1p(growth * minus_inv_eps)
         phi = -a * end + bm1 * log_ratio
-        dphi = -a + bm1 * torch.exp(-end) / (eps * torch.exp(log_ratio))
+        # φ' = -a + (b-1) e^(-s) / (ε e^L), and ε e^L = ε + 1 - e^(-s) = ε - expm1(-s)
+        dphi = -a + bm1 * torch.exp(-end) / (eps - growth)
         end = torch.where(concave, end - (phi + cutoff) / dphi, end)
     end = torch.where(concave, end, cutoff / a)
     # s = δ (e^w - 1): resolves the scale ε of L near 0 and the unit scale of e^(-s) in L.
@@ -206,6 +210,7 @@ def _lower_integrals(
         # The node sums are of positive terms: working precision suffices for them, while the
         # set-up above and the cancelling combination of the moments stay in double.
         a, bm1, eps, delta, width = (t.to(loop_dtype) for t in (a, bm1, eps, delta, width))
+        minus_inv_eps = -1 / eps
         x = x.to(loop_dtype)
     m0 = torch.zeros_like(x)
     m1 = torch.zeros_like(x)
@@ -222,7 +227,6 @@ def _lower_integrals(
                 m_log = m_log + term * log_ratio
     else:  # the same arithmetic, in place and with the signs folded in: 15 passes a node
         minus_delta = -delta
-        minus_inv_eps = -1 / eps
         # Four buffers reused by every node: a fresh tensor per op costs ~3x an in-place pass.
         growth, minus_s, log_ratio, term = (torch.empty_like(x) for _ in range(4))
         for node, weight in zip(nodes, weights, strict=True):

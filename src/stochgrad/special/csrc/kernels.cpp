@@ -527,7 +527,12 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   const D one(1.0), zero(0.0), tiny(std::numeric_limits<double>::min()), C(cutoff);
   double p[kGroup], q[kGroup], y[kGroup], yc[kGroup], bm1[kGroup], eps[kGroup], delta[kGroup],
       width[kGroup], mirror[kGroup];
-  for (int j = 0; j < kGroup; j += W) {
+  // The set-up is a chain of ~15 dependent transcendentals and divisions per vector (latency-bound):
+  // each stage runs over the group's vectors in turn so that the core overlaps their chains.
+  constexpr int K = kGroup / W;
+  D pp[K], b1[K], e[K], end[K], concave[K];
+  for (int v = 0; v < K; ++v) {
+    const int j = v * W;
     D a = D::loadu(a_in + j), b = D::loadu(b_in + j);
     D x = at::vec::clamp_min(D::loadu(x_in + j), tiny);
     D xc = at::vec::clamp_min(D::loadu(xc_in + j), tiny);
@@ -535,36 +540,43 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
     D lower_ok = (b <= one) | (x * total <= a);
     D upper_ok = (a <= one) | (x * total >= a - one);
     D mir = (lower_ok == zero) | (upper_ok & (x * (a + b) > a));
-    D pp = select(mir, b, a), qq = select(mir, a, b);
+    pp[v] = select(mir, b, a);
+    D qq = select(mir, a, b);
     D yy = select(mir, xc, x), yyc = select(mir, x, xc);
-    D e = yyc / yy;
-    D b1 = qq - one;
-    D slope = at::vec::clamp_min(pp - b1 / e, tiny);
-    D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
+    e[v] = yyc / yy;
+    b1[v] = qq - one;
+    D slope = at::vec::clamp_min(pp[v] - b1[v] / e[v], tiny);
+    end[v] = at::vec::minimum(C / slope, (C - b1[v] * yyc.log()) / pp[v]);
     // The root of the quadratic Taylor expansion of φ (curvature κ = (b-1)(1+ε)/ε²), which the
     // bounds above overshoot by ~1/√κ-fold when both concentrations are large (see beta.py)
-    D kappa = b1 * (one + e) / (e * e);
+    D kappa = b1[v] * (one + e[v]) / (e[v] * e[v]);
     D quadratic = D(2 * cutoff) / (slope + (slope * slope + D(2 * cutoff) * kappa).sqrt());
-    end = select(quadratic > zero, at::vec::minimum(end, quadratic), end);
-    D concave = b1 > zero;
-    for (int k = 0; k < kNewton; ++k) {
-      D log_ratio = log1p_nonnegative(fast_expm1<double>(end.neg()).neg() / e);
-      D phi = pp.neg() * end + b1 * log_ratio;
-      D dphi = pp.neg() + b1 * fast_exp<double>(end.neg()) / (e * fast_exp<double>(log_ratio));
-      end = select(concave, end - (phi + C) / dphi, end);
-    }
-    end = select(concave, end, C / pp);
-    D d = at::vec::clamp_max(e, one);
-    D w = log1p_nonnegative(end / d);
-    pp.store(p + j);
+    end[v] = select(quadratic > zero, at::vec::minimum(end[v], quadratic), end[v]);
+    concave[v] = b1[v] > zero;
+    pp[v].store(p + j);
     qq.store(q + j);
     yy.store(y + j);
     yyc.store(yc + j);
-    b1.store(bm1 + j);
-    e.store(eps + j);
-    d.store(delta + j);
-    w.store(width + j);
+    b1[v].store(bm1 + j);
+    e[v].store(eps + j);
     mir.store(mirror + j);
+  }
+  D minus_inv_e[K];
+  for (int v = 0; v < K; ++v) minus_inv_e[v] = D(-1.0) / e[v];
+  for (int k = 0; k < kNewton; ++k) {
+    for (int v = 0; v < K; ++v) {
+      D growth = fast_expm1<double>(end[v].neg());
+      D log_ratio = log1p_nonnegative(growth * minus_inv_e[v]);
+      D phi = pp[v].neg() * end[v] + b1[v] * log_ratio;
+      D dphi = pp[v].neg() + b1[v] * fast_exp<double>(end[v].neg()) / (e[v] - growth);
+      end[v] = select(concave[v], end[v] - (phi + C) / dphi, end[v]);
+    }
+  }
+  for (int v = 0; v < K; ++v) {
+    D ends = select(concave[v], end[v], C / pp[v]);
+    D d = at::vec::clamp_max(e[v], one);
+    d.store(delta + v * W);
+    log1p_nonnegative(ends / d).store(width + v * W);
   }
   double m0[kGroup], m1[kGroup], mlog[kGroup];
   beta_nodes<L>(p, bm1, eps, delta, width, rule, m0, m1, mlog);
@@ -596,9 +608,11 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   for (int j = 0; j < kGroup; j += W) {
     D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
     // log of the larger of y, 1 - y as log1p(-the smaller): 1 - y rounded loses it (_log_pair)
-    const D half(0.5);
-    D ca = select(yy >= half, yyc.neg().log1p(), yy.log()) + D::loadu(centred_a + j);
-    D cb = select(yyc >= half, yy.neg().log1p(), yyc.log()) + D::loadu(centred_b + j);
+    D upper = yy >= D(0.5);
+    D smaller = select(upper, yyc, yy);
+    D log_smaller = smaller.log(), log_larger = smaller.neg().log1p();
+    D ca = select(upper, log_larger, log_smaller) + D::loadu(centred_a + j);
+    D cb = select(upper, log_smaller, log_larger) + D::loadu(centred_b + j);
     D mm0 = D::loadu(m0 + j), mm1 = D::loadu(m1 + j), ml = D::loadu(mlog + j);
     D first = yy * (ca * mm0 - mm1);
     D second = yy * (cb * mm0 + ml);
