@@ -622,6 +622,16 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   }
 }
 
+// A full group's inputs as double (float64: the tensor's own memory), and where its results go
+// (float64: the output tensor itself; float32: the buffer, converted after).
+inline const double* widen(const double* values, double*) { return values; }
+inline const double* widen(const float* values, double* buffer) {
+  for (int k = 0; k < kGroup; ++k) buffer[k] = static_cast<double>(values[k]);
+  return buffer;
+}
+inline double* output(double* values, double*) { return values; }
+inline double* output(float*, double* buffer) { return buffer; }
+
 std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tensor& b,
                                              const at::Tensor& x,
                                              const std::optional<at::Tensor>& xc,
@@ -663,14 +673,30 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * kGroup;
         const int64_t count = std::min<int64_t>(kGroup, total - start);
-        for (int k = 0; k < kGroup; ++k) {  // padding: copies of the group's first element
-          const int64_t i = start + (k < count ? k : 0);
-          da[k] = static_cast<double>(ap[i]);
-          db[k] = static_cast<double>(bp[i]);
-          dx[k] = static_cast<double>(xp[i]);
-          dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
+        if (count == kGroup) {  // straight (vectorized) copies, and none of float64 inputs
+          const double* a_group = widen(ap + start, da);
+          const double* b_group = widen(bp + start, db);
+          const double* x_group = widen(xp + start, dx);
+          if (cp) {
+            for (int k = 0; k < kGroup; ++k) dc[k] = static_cast<double>(cp[start + k]);
+          } else {
+            for (int k = 0; k < kGroup; ++k) dc[k] = 1.0 - x_group[k];
+          }
+          double* grad_a_group = output(gap + start, ga);
+          double* grad_b_group = output(gbp + start, gb);
+          beta_group<L>(a_group, b_group, x_group, dc, grad_a_group, grad_b_group, lows_v, rules,
+                        digamma, memo);
+          if (grad_a_group != ga) continue;  // written in place
+        } else {
+          for (int k = 0; k < kGroup; ++k) {  // padding: copies of the group's first element
+            const int64_t i = start + (k < count ? k : 0);
+            da[k] = static_cast<double>(ap[i]);
+            db[k] = static_cast<double>(bp[i]);
+            dx[k] = static_cast<double>(xp[i]);
+            dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
+          }
+          beta_group<L>(da, db, dx, dc, ga, gb, lows_v, rules, digamma, memo);
         }
-        beta_group<L>(da, db, dx, dc, ga, gb, lows_v, rules, digamma, memo);
         for (int k = 0; k < count; ++k) {
           gap[start + k] = static_cast<T>(ga[k]);
           gbp[start + k] = static_cast<T>(gb[k]);
