@@ -227,17 +227,28 @@ def _lower_integrals(
                 m_log = m_log + term * log_ratio
     else:  # the same arithmetic, in place and with the signs folded in: 15 passes a node
         minus_delta = -delta
-        # Four buffers reused by every node: a fresh tensor per op costs ~3x an in-place pass.
-        growth, minus_s, log_ratio, term = (torch.empty_like(x) for _ in range(4))
-        for node, weight in zip(nodes, weights, strict=True):
-            torch.mul(width, node, out=growth).expm1_()  # e^w - 1
-            torch.mul(growth, minus_delta, out=minus_s)
-            torch.expm1(minus_s, out=log_ratio).mul_(minus_inv_eps).log1p_()
-            torch.mul(bm1, log_ratio, out=term).addcmul_(a, minus_s).exp_().mul_(growth.add_(1))
-            m0.add_(term, alpha=weight)
-            if moments:
-                m1.addcmul_(term, minus_s, value=-weight)
-                m_log.addcmul_(term, log_ratio, value=weight)
+        # The nodes come in mirrored pairs t, 1 - t: the upper node's e^(w(1-t)) - 1 is
+        # (e^w - e^(wt)) / e^(wt), as in the fused kernel (which saves an expm1 a pair that way).
+        full = torch.expm1(width)
+        # Buffers reused by every node: a fresh tensor per op costs ~3x an in-place pass.
+        growth, upper, plus_one, minus_s, log_ratio, term = (torch.empty_like(x) for _ in range(6))
+        count = len(nodes)
+        for i in range((count + 1) // 2):
+            torch.mul(width, nodes[i], out=growth).expm1_()  # e^(wt) - 1
+            pair = [(growth, weights[i])]
+            if count - 1 - i != i:
+                torch.add(growth, 1, out=plus_one)
+                torch.sub(full, growth, out=upper).div_(plus_one)
+                pair.append((upper, weights[count - 1 - i]))
+            for node_growth, weight in pair:
+                torch.mul(node_growth, minus_delta, out=minus_s)
+                torch.expm1(minus_s, out=log_ratio).mul_(minus_inv_eps).log1p_()
+                torch.mul(bm1, log_ratio, out=term).addcmul_(a, minus_s).exp_()
+                term.mul_(node_growth.add_(1))
+                m0.add_(term, alpha=weight)
+                if moments:
+                    m1.addcmul_(term, minus_s, value=-weight)
+                    m_log.addcmul_(term, log_ratio, value=weight)
     # ds = (δ + s) dw = δ e^w dw; δ and the panel width are common to every node.
     scale = delta * width
     out = m0 * scale, m1 * scale, m_log * scale
