@@ -462,12 +462,14 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
     m0[k] = m1[k] = mlog[k] = V(L(0));
   }
   // term = e^(-a s + (b-1) L(s)) e^w at s = δ growth, with its s and L(s)
-  auto node = [&](int k, const V& growth, V& term, V& minus_s, V& log_ratio) {
+  auto node = [&](int k, const V& growth, V& term, V& minus_s,
+                  V& log_ratio) __attribute__((always_inline)) {
     minus_s = growth * minus_delta[k];
     log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps[k]);
     term = fast_exp<L>(at::vec::fmadd(a[k], minus_s, b1[k] * log_ratio)) * (growth + one);
   };
-  auto add = [&](size_t i, int k, const V& term, const V& minus_s, const V& log_ratio) {
+  auto add = [&](size_t i, int k, const V& term, const V& minus_s,
+                 const V& log_ratio) __attribute__((always_inline)) {
     V weight(rule.weights[i]);
     m0[k] = at::vec::fmadd(term, weight, m0[k]);
     m1[k] = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1[k]);
