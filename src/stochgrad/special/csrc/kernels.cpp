@@ -181,7 +181,10 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vect
 // log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
 // [√½, √2), log m = 2 atanh(f / (2 + f)) by its minimax polynomial, plus the rounding correction
 // of 1 + u), within ~1 ulp. Sleef's vector log1p works in double-double and was the largest cost
-// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf.
+// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf; without special_values,
+// for finite u only (the Beta node loop, whose u is finite unless its inputs are NaN, which make
+// the node's term NaN anyway), NaN gives an unspecified value and inf a wrong one.
+template <bool special_values = true>
 __attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
     const Vectorized<double>& u) {
   using V = Vectorized<double>;
@@ -209,15 +212,16 @@ __attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
                  V(6.666666666666735130e-01));
   V result = s * (hfsq + (t2 + t1)) + (dk * V(1.90821492927058770002e-10) + c) - hfsq + f +
              dk * V(6.93147180369123816490e-01);
+  if constexpr (!special_values) return result;
   // inf and NaN are returned as they are (their reduction is meaningless)
   return select((u == V(std::numeric_limits<double>::infinity())) | (u != u), u, result);
 }
 
 // log1p of values >= 0 in either precision: the inline one in double, Sleef's in float.
-template <typename L>
+template <typename L, bool special_values = true>
 __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vectorized<L>& u) {
   if constexpr (std::is_same_v<L, double>) {
-    return log1p_nonnegative(u);
+    return log1p_nonnegative<special_values>(u);
   } else {
     return u.log1p();
   }
@@ -485,7 +489,7 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
   auto node = [&](int k, const V& growth, V& term, V& minus_s,
                   V& log_ratio) __attribute__((always_inline)) {
     minus_s = growth * minus_delta[k];
-    log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps[k]);
+    log_ratio = nonnegative_log1p<L, false>(fast_expm1<L>(minus_s) * minus_inv_eps[k]);
     term = fast_exp<L>(at::vec::fmadd(a[k], minus_s, b1[k] * log_ratio)) * (growth + one);
   };
   auto add = [&](size_t i, int k, const V& term, const V& minus_s,
