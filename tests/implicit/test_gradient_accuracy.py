@@ -130,6 +130,19 @@ def test_beta_gradients_at_small_concentration_points(a, b, x):
         assert abs(g.item() - r) <= TOL[torch.float64] * abs(r)
 
 
+# At the median of Beta(1e6, 1e6) (x = 1/2, where φ is near-Gaussian) the Newton iteration for
+# the quadrature's end point started ~1/√κ-fold beyond it and three steps left the rule spread
+# over 5x the integrand: 3.3e-5 before the quadratic start (special/beta.py), 1.7e-12 after.
+@_SLOW_ORACLE
+def test_beta_gradients_at_the_median_of_large_concentrations():
+    from stochgrad.special import beta_grad
+
+    got = beta_grad(*(torch.tensor([v], dtype=torch.float64) for v in (1e6, 1e6, 0.5)))
+    refs = oracle.beta_dz_dconcentrations(1e6, 1e6, 0.5)
+    for g, r in zip(got, refs, strict=True):
+        assert abs(g.item() - r) <= TOL[torch.float64] * abs(r)
+
+
 # --- von Mises ---------------------------------------------------------------------------------
 
 

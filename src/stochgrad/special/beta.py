@@ -46,13 +46,26 @@ _NEWTON_STEPS = 3
 # 3.5e-5 at (1e4, 1e-3), where the sample sits at the float32 clamp 1 - 2^-24; 20 nodes reach
 # 1.4e-4 there, 12 nodes 0.1.
 _SINGLE_PRECISION_RULE = (*gauss_legendre(24), 24.0)
-# Double precision (and the float32 value of ``betainc``): 36 nodes, C = 38 keep the error at
-# <= 2e-11 when both concentrations are >= 0.01; with one near 1e-3, dz/da reaches 1.2e-10 at
-# (1e-3, 1..3) near the median, and 44 nodes with C = 40 bring it to 8e-13. Blocks that hold a
-# concentration below 0.01 (and traced code) use the longer rule.
+# Double precision: the rule of a block (fused kernel: of a group of 16 lanes) is the tier of its
+# smallest concentration m = min(a, b) (NaN: the first tier; traced code: the first tier). Each
+# tier (lowest m, nodes, C) and the largest quadrature error of dx/da, dx/db it leaves over the m it
+# serves, against a 128-node rule with C = 46, on 18 x 18 (a, b) from 0.01 to 1e4 x 21 quantiles
+# from 1e-6 to 1 - 1e-6 (5440 points) plus (a, b) up to 1e8 for m >= 1:
+#   m >= 1: 24 nodes, 8e-15;   m >= 0.35: 28, 1.8e-14;   m >= 0.05: 32, 1.2e-13;
+#   m >= 0.01: 36, 1.4e-13 (the previous single rule);   below: 44 nodes with C = 40, which bring
+#   (1e-3, 1..3) near the median from 1.2e-10 (36 nodes) to 8e-13.
+# The tiers stay below the 36-node rule's own maximum (1.4e-13, at (0.01, 0.01)) and far below the
+# rounding of the set-up (the oracle tests' errors). Fewer nodes fail that: 22 nodes reach 2.5e-13
+# at m >= 1, 26 nodes 1.5e-13 at m >= 0.35, 30 nodes 3.4e-13 at m >= 0.1.
 _DOUBLE_PRECISION_RULE = (*gauss_legendre(36), 38.0)
-_DOUBLE_PRECISION_RULES = (_DOUBLE_PRECISION_RULE, (*gauss_legendre(44), 40.0))
-_SMALL_CONCENTRATION = 0.01
+_DOUBLE_PRECISION_TIERS = (
+    (0.0, (*gauss_legendre(44), 40.0)),
+    (0.01, _DOUBLE_PRECISION_RULE),
+    (0.05, (*gauss_legendre(32), 38.0)),
+    (0.35, (*gauss_legendre(28), 38.0)),
+    (1.0, (*gauss_legendre(24), 38.0)),
+)
+_SINGLE_PRECISION_TIERS = ((0.0, _SINGLE_PRECISION_RULE),)
 _MASS_RULES = {torch.float64: _DOUBLE_PRECISION_RULE, torch.float32: (*gauss_legendre(12), 17.0)}
 
 
@@ -67,8 +80,8 @@ def beta_grad(
     dtype = x.dtype
     if _native.usable(a, b, x):  # same rules and precisions as below, in one fused pass
         xc = None if complement is None else complement.detach().expand_as(x).to(dtype)
-        rules = _native_rules(dtype)
-        return torch.ops.stochgrad_special.beta_grad(a.to(dtype), b.to(dtype), x, xc, *rules)
+        tiers = _native_tiers(dtype)
+        return torch.ops.stochgrad_special.beta_grad(a.to(dtype), b.to(dtype), x, xc, *tiers)
     if dtype != torch.float64:
         # Single precision loses the 1e-4 target for large or very unbalanced (a, b): the
         # cancellations in log x - ψ(a) + ψ(a+b), and 1 - x rounded to float32 (amplified by b),
@@ -81,33 +94,36 @@ def beta_grad(
     else:
         xc = complement.detach().expand_as(x).to(x.dtype)
     if dtype == torch.float64 or torch.compiler.is_compiling():
-        kernel = functools.partial(_grad_block, rules=_DOUBLE_PRECISION_RULES, loop_dtype=None)
+        kernel = functools.partial(_grad_block, tiers=_DOUBLE_PRECISION_TIERS, loop_dtype=None)
     else:
         # The quadrature rule follows the caller's precision (fewer nodes for float32 inputs).
-        single_rules = (_SINGLE_PRECISION_RULE, _SINGLE_PRECISION_RULE)
-        kernel = functools.partial(_grad_block, rules=single_rules, loop_dtype=torch.float32)
+        kernel = functools.partial(
+            _grad_block, tiers=_SINGLE_PRECISION_TIERS, loop_dtype=torch.float32
+        )
     grad_a, grad_b = blockwise(kernel, a, b, x, xc)
     return grad_a.to(dtype), grad_b.to(dtype)
 
 
 @functools.cache
-def _native_rules(dtype: torch.dtype) -> tuple[list[Tensor], list[Tensor], list[float]]:
-    """(usual rule, rule for a concentration below 0.01) for the fused kernel."""
-    pair = _DOUBLE_PRECISION_RULES if dtype == torch.float64 else (_SINGLE_PRECISION_RULE,) * 2
-    nodes = [torch.tensor(rule[0], dtype=torch.float64) for rule in pair]
-    weights = [torch.tensor(rule[1], dtype=torch.float64) for rule in pair]
-    return nodes, weights, [rule[2] for rule in pair]
+def _native_tiers(
+    dtype: torch.dtype,
+) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
+    """(lowest concentrations, nodes, weights, cut-offs) of the tiers, for the fused kernel."""
+    tiers = _DOUBLE_PRECISION_TIERS if dtype == torch.float64 else _SINGLE_PRECISION_TIERS
+    nodes = [torch.tensor(rule[0], dtype=torch.float64) for _, rule in tiers]
+    weights = [torch.tensor(rule[1], dtype=torch.float64) for _, rule in tiers]
+    return [low for low, _ in tiers], nodes, weights, [rule[2] for _, rule in tiers]
 
 
 def _grad_block(
-    a: Tensor, b: Tensor, x: Tensor, xc: Tensor, rules: tuple, loop_dtype: torch.dtype | None
+    a: Tensor, b: Tensor, x: Tensor, xc: Tensor, tiers: tuple, loop_dtype: torch.dtype | None
 ) -> tuple[Tensor, Tensor]:
-    # rules = (usual, for blocks with a concentration below 0.01 and traced code)
-    rule = rules[1]
+    rule = tiers[0][1]  # traced code, and blocks whose smallest concentration is NaN
     if not (traced(a, b, x) or a.numel() == 0):
         smallest = min(a.min().item(), b.min().item())
-        if smallest >= _SMALL_CONCENTRATION:  # (False for NaN: the longer rule)
-            rule = rules[0]
+        for low, candidate in tiers:
+            if smallest >= low:
+                rule = candidate
     tiny = torch.finfo(x.dtype).tiny
     x = x.clamp_min(tiny)
     xc = xc.clamp_min(tiny)
@@ -137,10 +153,11 @@ def _log_pair(x: Tensor, xc: Tensor) -> tuple[Tensor, Tensor]:
     """``(log x, log(1 - x))`` from the smaller of ``x``, ``xc = 1 - x`` (the one that is exact
     when the other was rounded from it): ``log1p(-smaller)`` for the larger. With ``xc = 1 - x``
     rounded, ``log(xc)`` lost ``ε/x`` relative (2e-5 at x = 5e-12, where it cancels against
-    ``ψ(a+b) - ψ(b)`` in Beta(2, 1e12)'s ``dx/db``)."""
-    log_x = torch.where(x >= 0.5, torch.log1p(-xc), torch.log(x))
-    log_xc = torch.where(xc >= 0.5, torch.log1p(-x), torch.log(xc))
-    return log_x, log_xc
+    ``ψ(a+b) - ψ(b)`` in Beta(2, 1e12)'s ``dx/db``). The smaller is ``xc`` where ``x >= 1/2``."""
+    upper = x >= 0.5
+    smaller = torch.where(upper, xc, x)
+    log_smaller, log_larger = torch.log(smaller), torch.log1p(-smaller)
+    return torch.where(upper, log_larger, log_smaller), torch.where(upper, log_smaller, log_larger)
 
 
 def _lower_mass(a: Tensor, b: Tensor, x: Tensor, xc: Tensor) -> Tensor:
@@ -168,11 +185,22 @@ def _lower_integrals(
     # to the right of the root); when b <= 1, φ <= -a s gives S = C/a directly.
     slope = (a - bm1 / eps).clamp_min(torch.finfo(x.dtype).tiny)
     end = torch.minimum(cutoff / slope, (cutoff - bm1 * torch.log(xc)) / a)
+    # Both bounds overshoot the root ~1/√κ-fold when φ is near-Gaussian (a and b large, x near the
+    # mode: slope ~ 0), and three Newton steps from there left the rule spread over up to 5x the
+    # integrand (3e-5 at (1e6, 1e6), 0.2 at (1e8, 1e8)); the root of φ's quadratic Taylor expansion
+    # (curvature κ = (b-1)(1+ε)/ε²) is a start at the right scale. Newton on the concave φ lands to
+    # the right of the root from any start and then decreases to it, so S stays an upper bound.
+    kappa = bm1 * (1 + eps) / (eps * eps)
+    quadratic = (2 * cutoff) / (slope + torch.sqrt(slope * slope + (2 * cutoff) * kappa))
+    end = torch.where(quadratic > 0, torch.minimum(end, quadratic), end)
     concave = bm1 > 0
+    minus_inv_eps = -1 / eps
     for _ in range(_NEWTON_STEPS):
-        log_ratio = torch.log1p(-torch.expm1(-end) / eps)
+        growth = torch.expm1(-end)
+        log_ratio = torch.log1p(growth * minus_inv_eps)
         phi = -a * end + bm1 * log_ratio
-        dphi = -a + bm1 * torch.exp(-end) / (eps * torch.exp(log_ratio))
+        # φ' = -a + (b-1) e^(-s) / (ε e^L), and ε e^L = ε + 1 - e^(-s) = ε - expm1(-s)
+        dphi = -a + bm1 * torch.exp(-end) / (eps - growth)
         end = torch.where(concave, end - (phi + cutoff) / dphi, end)
     end = torch.where(concave, end, cutoff / a)
     # s = δ (e^w - 1): resolves the scale ε of L near 0 and the unit scale of e^(-s) in L.
@@ -182,6 +210,7 @@ def _lower_integrals(
         # The node sums are of positive terms: working precision suffices for them, while the
         # set-up above and the cancelling combination of the moments stay in double.
         a, bm1, eps, delta, width = (t.to(loop_dtype) for t in (a, bm1, eps, delta, width))
+        minus_inv_eps = -1 / eps
         x = x.to(loop_dtype)
     m0 = torch.zeros_like(x)
     m1 = torch.zeros_like(x)
@@ -198,18 +227,28 @@ def _lower_integrals(
                 m_log = m_log + term * log_ratio
     else:  # the same arithmetic, in place and with the signs folded in: 15 passes a node
         minus_delta = -delta
-        minus_inv_eps = -1 / eps
-        # Four buffers reused by every node: a fresh tensor per op costs ~3x an in-place pass.
-        growth, minus_s, log_ratio, term = (torch.empty_like(x) for _ in range(4))
-        for node, weight in zip(nodes, weights, strict=True):
-            torch.mul(width, node, out=growth).expm1_()  # e^w - 1
-            torch.mul(growth, minus_delta, out=minus_s)
-            torch.expm1(minus_s, out=log_ratio).mul_(minus_inv_eps).log1p_()
-            torch.mul(bm1, log_ratio, out=term).addcmul_(a, minus_s).exp_().mul_(growth.add_(1))
-            m0.add_(term, alpha=weight)
-            if moments:
-                m1.addcmul_(term, minus_s, value=-weight)
-                m_log.addcmul_(term, log_ratio, value=weight)
+        # The nodes come in mirrored pairs t, 1 - t: the upper node's e^(w(1-t)) - 1 is
+        # (e^w - e^(wt)) / e^(wt), as in the fused kernel (which saves an expm1 a pair that way).
+        full = torch.expm1(width)
+        # Buffers reused by every node: a fresh tensor per op costs ~3x an in-place pass.
+        growth, upper, plus_one, minus_s, log_ratio, term = (torch.empty_like(x) for _ in range(6))
+        count = len(nodes)
+        for i in range((count + 1) // 2):
+            torch.mul(width, nodes[i], out=growth).expm1_()  # e^(wt) - 1
+            pair = [(growth, weights[i])]
+            if count - 1 - i != i:
+                torch.add(growth, 1, out=plus_one)
+                torch.sub(full, growth, out=upper).div_(plus_one)
+                pair.append((upper, weights[count - 1 - i]))
+            for node_growth, weight in pair:
+                torch.mul(node_growth, minus_delta, out=minus_s)
+                torch.expm1(minus_s, out=log_ratio).mul_(minus_inv_eps).log1p_()
+                torch.mul(bm1, log_ratio, out=term).addcmul_(a, minus_s).exp_()
+                term.mul_(node_growth.add_(1))
+                m0.add_(term, alpha=weight)
+                if moments:
+                    m1.addcmul_(term, minus_s, value=-weight)
+                    m_log.addcmul_(term, log_ratio, value=weight)
     # ds = (δ + s) dw = δ e^w dw; δ and the panel width are common to every node.
     scale = delta * width
     out = m0 * scale, m1 * scale, m_log * scale

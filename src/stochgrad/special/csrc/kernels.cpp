@@ -22,6 +22,10 @@
 #include <ATen/ops/empty.h>
 #include <torch/library.h>
 
+#if defined(__SSE2__)
+#include <xmmintrin.h>
+#endif
+
 #include <algorithm>
 #include <cmath>
 #include <cstring>
@@ -177,7 +181,10 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vect
 // log1p(u) for u >= 0 in double, inline: fdlibm's algorithm (v = 1 + u = 2^k m with m in
 // [√½, √2), log m = 2 atanh(f / (2 + f)) by its minimax polynomial, plus the rounding correction
 // of 1 + u), within ~1 ulp. Sleef's vector log1p works in double-double and was the largest cost
-// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf.
+// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf; without special_values,
+// for finite u only (the Beta node loop, whose u is finite unless its inputs are NaN, which make
+// the node's term NaN anyway), NaN gives an unspecified value and inf a wrong one.
+template <bool special_values = true>
 __attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
     const Vectorized<double>& u) {
   using V = Vectorized<double>;
@@ -205,15 +212,16 @@ __attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
                  V(6.666666666666735130e-01));
   V result = s * (hfsq + (t2 + t1)) + (dk * V(1.90821492927058770002e-10) + c) - hfsq + f +
              dk * V(6.93147180369123816490e-01);
+  if constexpr (!special_values) return result;
   // inf and NaN are returned as they are (their reduction is meaningless)
   return select((u == V(std::numeric_limits<double>::infinity())) | (u != u), u, result);
 }
 
 // log1p of values >= 0 in either precision: the inline one in double, Sleef's in float.
-template <typename L>
+template <typename L, bool special_values = true>
 __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vectorized<L>& u) {
   if constexpr (std::is_same_v<L, double>) {
-    return log1p_nonnegative(u);
+    return log1p_nonnegative<special_values>(u);
   } else {
     return u.log1p();
   }
@@ -429,12 +437,35 @@ double digamma_step(double base, double step, double total, Digamma& digamma) {
   return total - digamma(base);
 }
 
+// Subnormal numbers flushed to zero (inputs and results) while it lives, on x86. The node loop
+// meets them for samples near 0 (1/ε ~ x below ~1e-38 in float32, ~1e-308 in float64), where each
+// operation on one costs a microcode assist (float32 Beta(0.01, 5) ran 5x slower than
+// Beta(2, 3)); they enter the sums only as log(1 + u) ~ u < 1e-38 (or 1e-308) next to terms ~1.
+class FlushSubnormals {
+ public:
+#if defined(__SSE2__)
+  FlushSubnormals() : saved_(_mm_getcsr()) { _mm_setcsr(saved_ | 0x8040); }  // FTZ | DAZ
+  ~FlushSubnormals() { _mm_setcsr(saved_); }
+
+ private:
+  unsigned int saved_;
+#endif
+};
+
+// The node loop. Gauss-Legendre nodes come in mirrored pairs t, 1 - t (the rules' nodes are
+// sorted): for the upper node e^(w(1-t)) - 1 = (e^w - e^(wt)) / e^(wt), i.e.
+// (expm1(w) - growth) / (growth + 1), three operations instead of an expm1 (~23; a node is ~125).
+// Both expm1 differ by at most e^w e^(wt) ε relative to their difference, <= 3 ε for t <= 1/2.
+// The terms of a pair, for each vector of the group, are independent chains the core overlaps;
+// the sums add them pair by pair (lower node first), as the torch path does.
 template <typename L>
 void beta_nodes(const double* p, const double* bm1, const double* eps, const double* delta,
                 const double* width, const Rule<L>& rule, double* m0_out, double* m1_out,
                 double* mlog_out) {
   using V = Vectorized<L>;
   constexpr int W = V::size();
+  constexpr int K = kGroup / W;  // vectors per group
+  FlushSubnormals flush;
   L buf[5][kGroup];
   for (int k = 0; k < kGroup; ++k) {
     buf[0][k] = static_cast<L>(p[k]);
@@ -443,32 +474,57 @@ void beta_nodes(const double* p, const double* bm1, const double* eps, const dou
     buf[3][k] = static_cast<L>(delta[k]);
     buf[4][k] = static_cast<L>(width[k]);
   }
-  for (int j = 0; j < kGroup; j += W) {
-    V a = V::loadu(buf[0] + j), b1 = V::loadu(buf[1] + j), e = V::loadu(buf[2] + j);
-    V d = V::loadu(buf[3] + j), w = V::loadu(buf[4] + j);
-    V minus_delta = d.neg();
-    V minus_inv_eps = V(L(-1)) / e;
-    V one(L(1));
-    V m0(L(0)), m1(L(0)), mlog(L(0));
-    for (size_t i = 0; i < rule.nodes.size(); ++i) {
-      V growth = fast_expm1<L>(w * V(rule.nodes[i]));
-      V minus_s = growth * minus_delta;
-      V log_ratio = nonnegative_log1p<L>(fast_expm1<L>(minus_s) * minus_inv_eps);
-      V term = fast_exp<L>(at::vec::fmadd(a, minus_s, b1 * log_ratio)) * (growth + one);
-      V weight(rule.weights[i]);
-      m0 = at::vec::fmadd(term, weight, m0);
-      m1 = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1);
-      mlog = at::vec::fmadd(weight * term, log_ratio, mlog);
+  const V one(L(1));
+  V a[K], b1[K], w[K], full[K], minus_delta[K], minus_inv_eps[K], m0[K], m1[K], mlog[K];
+  for (int k = 0; k < K; ++k) {
+    a[k] = V::loadu(buf[0] + k * W);
+    b1[k] = V::loadu(buf[1] + k * W);
+    minus_inv_eps[k] = V(L(-1)) / V::loadu(buf[2] + k * W);
+    minus_delta[k] = V::loadu(buf[3] + k * W).neg();
+    w[k] = V::loadu(buf[4] + k * W);
+    full[k] = fast_expm1<L>(w[k]);
+    m0[k] = m1[k] = mlog[k] = V(L(0));
+  }
+  // term = e^(-a s + (b-1) L(s)) e^w at s = δ growth, with its s and L(s)
+  auto node = [&](int k, const V& growth, V& term, V& minus_s,
+                  V& log_ratio) __attribute__((always_inline)) {
+    minus_s = growth * minus_delta[k];
+    log_ratio = nonnegative_log1p<L, false>(fast_expm1<L>(minus_s) * minus_inv_eps[k]);
+    term = fast_exp<L>(at::vec::fmadd(a[k], minus_s, b1[k] * log_ratio)) * (growth + one);
+  };
+  auto add = [&](size_t i, int k, const V& term, const V& minus_s,
+                 const V& log_ratio) __attribute__((always_inline)) {
+    V weight(rule.weights[i]);
+    m0[k] = at::vec::fmadd(term, weight, m0[k]);
+    m1[k] = at::vec::fmadd(V(-rule.weights[i]) * term, minus_s, m1[k]);
+    mlog[k] = at::vec::fmadd(weight * term, log_ratio, mlog[k]);
+  };
+  const size_t count = rule.nodes.size();
+  for (size_t i = 0; i < (count + 1) / 2; ++i) {
+    const size_t upper = count - 1 - i;
+    V term[2][K], minus_s[2][K], log_ratio[2][K];
+    for (int k = 0; k < K; ++k) {
+      V growth = fast_expm1<L>(w[k] * V(rule.nodes[i]));
+      node(k, growth, term[0][k], minus_s[0][k], log_ratio[0][k]);
+      if (upper != i) {
+        node(k, (full[k] - growth) / (growth + one), term[1][k], minus_s[1][k], log_ratio[1][k]);
+      }
     }
-    V scale = d * w;  // applied in double below, as the torch path converts after scaling
+    for (int k = 0; k < K; ++k) {
+      add(i, k, term[0][k], minus_s[0][k], log_ratio[0][k]);
+      if (upper != i) add(upper, k, term[1][k], minus_s[1][k], log_ratio[1][k]);
+    }
+  }
+  for (int k = 0; k < K; ++k) {
+    V scale = V::loadu(buf[3] + k * W) * w[k];  // applied in double below, as the torch path converts after scaling
     L s0[W], s1[W], s2[W];
-    (m0 * scale).store(s0);
-    (m1 * scale).store(s1);
-    (mlog * scale).store(s2);
-    for (int k = 0; k < W; ++k) {
-      m0_out[j + k] = s0[k];
-      m1_out[j + k] = s1[k];
-      mlog_out[j + k] = s2[k];
+    (m0[k] * scale).store(s0);
+    (m1[k] * scale).store(s1);
+    (mlog[k] * scale).store(s2);
+    for (int j = 0; j < W; ++j) {
+      m0_out[k * W + j] = s0[j];
+      m1_out[k * W + j] = s1[j];
+      mlog_out[k * W + j] = s2[j];
     }
   }
 }
@@ -481,17 +537,27 @@ struct BetaCentred {
 
 template <typename L>
 void beta_group(const double* a_in, const double* b_in, const double* x_in, const double* xc_in,
-                double* grad_a, double* grad_b, const Rule<L>& usual, const Rule<L>& small_rule,
+                double* grad_a, double* grad_b, const std::vector<double>& lows,
+                const std::vector<Rule<L>>& rules,
                 Digamma& digamma, BetaCentred& memo) {
   using D = Vectorized<double>;
   constexpr int W = D::size();
   const double small = std::min(smallest(a_in, kGroup), smallest(b_in, kGroup));
-  const Rule<L>& rule = small >= 0.01 ? usual : small_rule;
+  size_t tier = 0;  // the tier of the group's smallest concentration (NaN: the first)
+  for (size_t i = 0; i < lows.size(); ++i) {
+    if (small >= lows[i]) tier = i;
+  }
+  const Rule<L>& rule = rules[tier];
   const double cutoff = static_cast<double>(rule.cutoff);
   const D one(1.0), zero(0.0), tiny(std::numeric_limits<double>::min()), C(cutoff);
   double p[kGroup], q[kGroup], y[kGroup], yc[kGroup], bm1[kGroup], eps[kGroup], delta[kGroup],
       width[kGroup], mirror[kGroup];
-  for (int j = 0; j < kGroup; j += W) {
+  // The set-up is a chain of ~15 dependent transcendentals and divisions per vector (latency-bound):
+  // each stage runs over the group's vectors in turn so that the core overlaps their chains.
+  constexpr int K = kGroup / W;
+  D pp[K], b1[K], e[K], end[K], concave[K];
+  for (int v = 0; v < K; ++v) {
+    const int j = v * W;
     D a = D::loadu(a_in + j), b = D::loadu(b_in + j);
     D x = at::vec::clamp_min(D::loadu(x_in + j), tiny);
     D xc = at::vec::clamp_min(D::loadu(xc_in + j), tiny);
@@ -499,31 +565,43 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
     D lower_ok = (b <= one) | (x * total <= a);
     D upper_ok = (a <= one) | (x * total >= a - one);
     D mir = (lower_ok == zero) | (upper_ok & (x * (a + b) > a));
-    D pp = select(mir, b, a), qq = select(mir, a, b);
+    pp[v] = select(mir, b, a);
+    D qq = select(mir, a, b);
     D yy = select(mir, xc, x), yyc = select(mir, x, xc);
-    D e = yyc / yy;
-    D b1 = qq - one;
-    D slope = at::vec::clamp_min(pp - b1 / e, tiny);
-    D end = at::vec::minimum(C / slope, (C - b1 * yyc.log()) / pp);
-    D concave = b1 > zero;
-    for (int k = 0; k < kNewton; ++k) {
-      D log_ratio = log1p_nonnegative(fast_expm1<double>(end.neg()).neg() / e);
-      D phi = pp.neg() * end + b1 * log_ratio;
-      D dphi = pp.neg() + b1 * fast_exp<double>(end.neg()) / (e * fast_exp<double>(log_ratio));
-      end = select(concave, end - (phi + C) / dphi, end);
-    }
-    end = select(concave, end, C / pp);
-    D d = at::vec::clamp_max(e, one);
-    D w = log1p_nonnegative(end / d);
-    pp.store(p + j);
+    e[v] = yyc / yy;
+    b1[v] = qq - one;
+    D slope = at::vec::clamp_min(pp[v] - b1[v] / e[v], tiny);
+    end[v] = at::vec::minimum(C / slope, (C - b1[v] * yyc.log()) / pp[v]);
+    // The root of the quadratic Taylor expansion of φ (curvature κ = (b-1)(1+ε)/ε²), which the
+    // bounds above overshoot by ~1/√κ-fold when both concentrations are large (see beta.py)
+    D kappa = b1[v] * (one + e[v]) / (e[v] * e[v]);
+    D quadratic = D(2 * cutoff) / (slope + (slope * slope + D(2 * cutoff) * kappa).sqrt());
+    end[v] = select(quadratic > zero, at::vec::minimum(end[v], quadratic), end[v]);
+    concave[v] = b1[v] > zero;
+    pp[v].store(p + j);
     qq.store(q + j);
     yy.store(y + j);
     yyc.store(yc + j);
-    b1.store(bm1 + j);
-    e.store(eps + j);
-    d.store(delta + j);
-    w.store(width + j);
+    b1[v].store(bm1 + j);
+    e[v].store(eps + j);
     mir.store(mirror + j);
+  }
+  D minus_inv_e[K];
+  for (int v = 0; v < K; ++v) minus_inv_e[v] = D(-1.0) / e[v];
+  for (int k = 0; k < kNewton; ++k) {
+    for (int v = 0; v < K; ++v) {
+      D growth = fast_expm1<double>(end[v].neg());
+      D log_ratio = log1p_nonnegative(growth * minus_inv_e[v]);
+      D phi = pp[v].neg() * end[v] + b1[v] * log_ratio;
+      D dphi = pp[v].neg() + b1[v] * fast_exp<double>(end[v].neg()) / (e[v] - growth);
+      end[v] = select(concave[v], end[v] - (phi + C) / dphi, end[v]);
+    }
+  }
+  for (int v = 0; v < K; ++v) {
+    D ends = select(concave[v], end[v], C / pp[v]);
+    D d = at::vec::clamp_max(e[v], one);
+    d.store(delta + v * W);
+    log1p_nonnegative(ends / d).store(width + v * W);
   }
   double m0[kGroup], m1[kGroup], mlog[kGroup];
   beta_nodes<L>(p, bm1, eps, delta, width, rule, m0, m1, mlog);
@@ -555,9 +633,11 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   for (int j = 0; j < kGroup; j += W) {
     D yy = D::loadu(y + j), yyc = D::loadu(yc + j);
     // log of the larger of y, 1 - y as log1p(-the smaller): 1 - y rounded loses it (_log_pair)
-    const D half(0.5);
-    D ca = select(yy >= half, yyc.neg().log1p(), yy.log()) + D::loadu(centred_a + j);
-    D cb = select(yyc >= half, yy.neg().log1p(), yyc.log()) + D::loadu(centred_b + j);
+    D upper = yy >= D(0.5);
+    D smaller = select(upper, yyc, yy);
+    D log_smaller = smaller.log(), log_larger = smaller.neg().log1p();
+    D ca = select(upper, log_larger, log_smaller) + D::loadu(centred_a + j);
+    D cb = select(upper, log_smaller, log_larger) + D::loadu(centred_b + j);
     D mm0 = D::loadu(m0 + j), mm1 = D::loadu(m1 + j), ml = D::loadu(mlog + j);
     D first = yy * (ca * mm0 - mm1);
     D second = yy * (cb * mm0 + ml);
@@ -567,15 +647,28 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   }
 }
 
+// A full group's inputs as double (float64: the tensor's own memory), and where its results go
+// (float64: the output tensor itself; float32: the buffer, converted after).
+inline const double* widen(const double* values, double*) { return values; }
+inline const double* widen(const float* values, double* buffer) {
+  for (int k = 0; k < kGroup; ++k) buffer[k] = static_cast<double>(values[k]);
+  return buffer;
+}
+inline double* output(double* values, double*) { return values; }
+inline double* output(float*, double* buffer) { return buffer; }
+
 std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tensor& b,
                                              const at::Tensor& x,
                                              const std::optional<at::Tensor>& xc,
-                                             at::TensorList nodes, at::TensorList weights,
+                                             at::ArrayRef<double> lows, at::TensorList nodes,
+                                             at::TensorList weights,
                                              at::ArrayRef<double> cutoffs) {
   TORCH_CHECK(a.device().is_cpu(), "beta_grad: CPU tensors only");
   TORCH_CHECK(a.sizes() == b.sizes() && a.sizes() == x.sizes(), "beta_grad: shapes differ");
   TORCH_CHECK(!xc.has_value() || xc->sizes() == x.sizes(), "beta_grad: complement shape differs");
-  TORCH_CHECK(cutoffs.size() == 2, "beta_grad: two rules expected");
+  TORCH_CHECK(!cutoffs.empty() && lows.size() == cutoffs.size() && nodes.size() == cutoffs.size() &&
+                  weights.size() == cutoffs.size(),
+              "beta_grad: one low, nodes, weights and cutoff per tier");
   auto dtype = x.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "beta_grad: float32/float64 only");
   auto ac = a.contiguous(), bc = b.contiguous(), xcont = x.contiguous();
@@ -583,11 +676,14 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
   auto grad_a = at::empty(x.sizes(), x.options());
   auto grad_b = at::empty(x.sizes(), x.options());
   const int64_t total = x.numel();
+  std::vector<double> lows_v(lows.begin(), lows.end());
   AT_DISPATCH_FLOATING_TYPES(dtype, "beta_grad", [&] {
     using T = scalar_t;
     using L = T;  // node sums in the caller's precision
-    Rule<L> usual = make_rule<L>(nodes[0], weights[0], cutoffs[0]);
-    Rule<L> small_rule = make_rule<L>(nodes[1], weights[1], cutoffs[1]);
+    std::vector<Rule<L>> rules;
+    for (size_t i = 0; i < cutoffs.size(); ++i) {
+      rules.push_back(make_rule<L>(nodes[i], weights[i], cutoffs[i]));
+    }
     const T* ap = ac.data_ptr<T>();
     const T* bp = bc.data_ptr<T>();
     const T* xp = xcont.data_ptr<T>();
@@ -602,14 +698,30 @@ std::tuple<at::Tensor, at::Tensor> beta_grad(const at::Tensor& a, const at::Tens
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * kGroup;
         const int64_t count = std::min<int64_t>(kGroup, total - start);
-        for (int k = 0; k < kGroup; ++k) {  // padding: copies of the group's first element
-          const int64_t i = start + (k < count ? k : 0);
-          da[k] = static_cast<double>(ap[i]);
-          db[k] = static_cast<double>(bp[i]);
-          dx[k] = static_cast<double>(xp[i]);
-          dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
+        if (count == kGroup) {  // straight (vectorized) copies, and none of float64 inputs
+          const double* a_group = widen(ap + start, da);
+          const double* b_group = widen(bp + start, db);
+          const double* x_group = widen(xp + start, dx);
+          if (cp) {
+            for (int k = 0; k < kGroup; ++k) dc[k] = static_cast<double>(cp[start + k]);
+          } else {
+            for (int k = 0; k < kGroup; ++k) dc[k] = 1.0 - x_group[k];
+          }
+          double* grad_a_group = output(gap + start, ga);
+          double* grad_b_group = output(gbp + start, gb);
+          beta_group<L>(a_group, b_group, x_group, dc, grad_a_group, grad_b_group, lows_v, rules,
+                        digamma, memo);
+          if (grad_a_group != ga) continue;  // written in place
+        } else {
+          for (int k = 0; k < kGroup; ++k) {  // padding: copies of the group's first element
+            const int64_t i = start + (k < count ? k : 0);
+            da[k] = static_cast<double>(ap[i]);
+            db[k] = static_cast<double>(bp[i]);
+            dx[k] = static_cast<double>(xp[i]);
+            dc[k] = cp ? static_cast<double>(cp[i]) : 1.0 - dx[k];
+          }
+          beta_group<L>(da, db, dx, dc, ga, gb, lows_v, rules, digamma, memo);
         }
-        beta_group<L>(da, db, dx, dc, ga, gb, usual, small_rule, digamma, memo);
         for (int k = 0; k < count; ++k) {
           gap[start + k] = static_cast<T>(ga[k]);
           gbp[start + k] = static_cast<T>(gb[k]);
@@ -671,8 +783,8 @@ TORCH_LIBRARY(stochgrad_special, m) {
       "gamma_log_grad(Tensor a, Tensor log_x, float[] lows, Tensor[] nodes, Tensor[] weights, "
       "float[] cutoffs, bool from_sample=False) -> Tensor");
   m.def(
-      "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, Tensor[] nodes, Tensor[] weights, "
-      "float[] cutoffs) -> (Tensor, Tensor)");
+      "beta_grad(Tensor a, Tensor b, Tensor x, Tensor? xc, float[] lows, Tensor[] nodes, "
+      "Tensor[] weights, float[] cutoffs) -> (Tensor, Tensor)");
   m.def("exp_expm1(Tensor y) -> (Tensor, Tensor)");
   m.def("log1p_nonnegative(Tensor u) -> Tensor");
 }
