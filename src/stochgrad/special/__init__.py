@@ -7,5 +7,14 @@ the Gamma and Beta quadratures run as fused compiled kernels of the same arithme
 
 from stochgrad.special.beta import beta_grad, betainc
 from stochgrad.special.gamma import gammainc, standard_gamma_grad, standard_gamma_log_grad
+from stochgrad.special.sampling import log_standard_gamma_sample, standard_gamma_sample
 
-__all__ = ["beta_grad", "betainc", "gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
+__all__ = [
+    "beta_grad",
+    "betainc",
+    "gammainc",
+    "log_standard_gamma_sample",
+    "standard_gamma_grad",
+    "standard_gamma_log_grad",
+    "standard_gamma_sample",
+]

@@ -23,6 +23,7 @@
 #include <torch/library.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
 #include <cstring>
 #include <limits>
@@ -664,6 +665,175 @@ at::Tensor log1p_nonnegative_op(const at::Tensor& u) {
   return out;
 }
 
+// ---------------------------------------------------------------------------------------------
+// Gamma sampler: one round of Marsaglia & Tsang's rejection sampler on torch's random words
+// (special/sampling.py has the algorithm, the words' bit layout and the torch twin of this pass,
+// operation for operation; tests/special/test_sampling.py checks that both give the same draws).
+// Registered as torch.ops.stochgrad_special.gamma_sample_.
+
+namespace sampler {
+
+using D = Vectorized<double>;
+
+constexpr double kTwoPow31 = 2147483648.0, kTwoPow32 = 4294967296.0, kTwoPow52 = 4503599627370496.0;
+constexpr double kTwoPi = 6.283185307179586, kThird = 1.0 / 3.0, kSeriesLimit = 0.03125;
+
+// Uniforms in (0, 1) from bits of a random word in [0, 2^63): (k + 1/2) 2^-bits, exact in double.
+inline double high32(int64_t word) {  // bits 31-62
+  return (static_cast<double>(static_cast<uint64_t>(word) >> 31) + 0.5) / kTwoPow32;
+}
+inline double low31(int64_t word) {  // bits 0-30
+  return (static_cast<double>(static_cast<uint64_t>(word) & 0x7fffffffu) + 0.5) / kTwoPow31;
+}
+inline double high52(int64_t word) {  // bits 11-62
+  return (static_cast<double>(static_cast<uint64_t>(word) >> 11) + 0.5) / kTwoPow52;
+}
+
+// R(t) = log1p(t) - t + t^2/2 - t^3/3: its series to t^14 where |t| < 2^-5 (truncation below
+// 1e-17 relative), the direct form elsewhere (cancellation of at most 4/|t|^3 ~ 2^17 ulps).
+inline D log1p_remainder(const D& t, const D& log1p_t) {
+  D p(-1.0 / 14);
+  for (int k = 13; k >= 4; --k) {
+    p = p * t + D((k % 2 ? 1.0 : -1.0) / k);
+  }
+  D t2 = t * t;
+  D series = p * (t2 * t2);
+  D direct = ((log1p_t - t) + D(0.5) * t2) - t2 * t / D(3.0);
+  return D::blendv(direct, series, t.abs() < D(kSeriesLimit));
+}
+
+// One group of 2W elements: writes each accepted element's draw (log x or x) to out and its flag.
+template <typename T>
+void group(const double* a_in, const int64_t* words, int64_t columns, int64_t first_pair,
+           int64_t count, bool log_space, double* draw, bool* accepted, bool* missing_boost) {
+  constexpr int W = D::size();
+  // Box-Muller over W pairs: radius from 32 bits, angle from 31.
+  double ur[W], ut[W], cosn[W], sinn[W], normal[2 * W], ua[2 * W], ub[2 * W];
+  const int64_t pairs = (count + 1) / 2;
+  for (int p = 0; p < W; ++p) {
+    const int64_t* w = words + (first_pair + std::min<int64_t>(p, pairs - 1)) * columns;
+    ur[p] = high32(w[0]);
+    ut[p] = low31(w[0]);
+    ua[2 * p] = high32(w[1]);
+    ua[2 * p + 1] = low31(w[1]);
+    ub[2 * p] = columns == 4 ? high52(w[2]) : 0.5;
+    ub[2 * p + 1] = columns == 4 ? high52(w[3]) : 0.5;
+  }
+  D radius = (D(-2.0) * D::loadu(ur).log()).sqrt();
+  D angle = D(kTwoPi) * D::loadu(ut);
+  (radius * angle.cos()).store(cosn);
+  (radius * angle.sin()).store(sinn);
+  for (int p = 0; p < W; ++p) {
+    normal[2 * p] = cosn[p];
+    normal[2 * p + 1] = sinn[p];
+  }
+  for (int half = 0; half < 2; ++half) {
+    const int offset = half * W;
+    D a = D::loadu(a_in + offset);
+    D n = D::loadu(normal + offset);
+    D u = D::loadu(ua + offset);
+    D small = a < D(1.0);
+    D d = D::blendv(a, a + D(1.0), small) - D(kThird);
+    D c = D(1.0) / (D(9.0) * d).sqrt();
+    D t = c * n;
+    D n2 = n * n;
+    D proposed = t > D(-1.0);
+    D squeezed = proposed & (u < D(1.0) - D(0.0331) * (n2 * n2));
+    D undecided = proposed & (u >= D(1.0) - D(0.0331) * (n2 * n2));
+    D log1p_t = log_space || undecided.zero_mask() != (1 << W) - 1 ? t.log1p() : D(0.0);
+    D accept = squeezed;
+    if (undecided.zero_mask() != (1 << W) - 1) {
+      D bound = D(3.0) * d * log1p_remainder(t, log1p_t);
+      accept = accept | (undecided & (u.log() < bound));
+    }
+    D value = log_space ? d.log() + D(3.0) * log1p_t : d + d * (t * (D(3.0) + t * (D(3.0) + t)));
+    if (small.zero_mask() != (1 << W) - 1) {
+      if (columns != 4) *missing_boost = true;
+      D shrink = D::loadu(ub + offset).log() / a;
+      value = D::blendv(value, log_space ? value + shrink : value * shrink.exp(), small);
+    }
+    // NaN or negative a: NaN; a = inf: inf; both accepted, so that no round can loop on them.
+    D invalid = a.isnan() | (a < D(0.0));
+    D infinite = a == D(std::numeric_limits<double>::infinity());
+    value = D::blendv(value, D(std::numeric_limits<double>::infinity()), infinite);
+    value = D::blendv(value, D(std::numeric_limits<double>::quiet_NaN()), invalid);
+    accept = accept | invalid | infinite;
+    double flags[W];
+    value.store(draw + offset);
+    accept.store(flags);
+    for (int k = 0; k < W; ++k) {
+      accepted[offset + k] = flags[k] != 0.0;  // an all-ones mask is a NaN, never 0
+    }
+  }
+}
+
+}  // namespace sampler
+
+// One round over the elements concentration[index] (all of them without index): accepted
+// draws go to out[index], the positions still to draw are returned, in order.
+at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
+                         const std::optional<at::Tensor>& index, const at::Tensor& words,
+                         bool log_space) {
+  using sampler::D;
+  constexpr int W = D::size();
+  TORCH_CHECK(out.device().is_cpu() && concentration.device().is_cpu(),
+              "gamma_sample_: CPU tensors only");
+  TORCH_CHECK(out.dim() == 1 && out.is_contiguous() && concentration.dim() == 1 &&
+                  concentration.is_contiguous() && out.sizes() == concentration.sizes() &&
+                  out.scalar_type() == concentration.scalar_type(),
+              "gamma_sample_: out and concentration must be contiguous vectors of one dtype");
+  TORCH_CHECK(!index.has_value() || (index->dim() == 1 && index->is_contiguous() &&
+                                     index->scalar_type() == at::kLong),
+              "gamma_sample_: index must be a contiguous int64 vector");
+  const int64_t count = index.has_value() ? index->numel() : concentration.numel();
+  TORCH_CHECK(words.scalar_type() == at::kLong && words.is_contiguous() && words.dim() == 2 &&
+                  words.size(0) == (count + 1) / 2 && (words.size(1) == 2 || words.size(1) == 4),
+              "gamma_sample_: words must be contiguous int64 of shape (ceil(n/2), 2 or 4)");
+  auto dtype = concentration.scalar_type();
+  TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "gamma_sample_: float32/float64 only");
+  std::vector<uint8_t> accepted(count);
+  std::atomic<bool> missing_boost{false};
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gamma_sample_", [&] {
+    using T = scalar_t;
+    const T* ap = concentration.data_ptr<T>();
+    T* op = out.data_ptr<T>();
+    const int64_t* ip = index.has_value() ? index->data_ptr<int64_t>() : nullptr;
+    const int64_t* wp = words.data_ptr<int64_t>();
+    const int64_t columns = words.size(1);
+    const int64_t groups = (count + 2 * W - 1) / (2 * W);
+    at::parallel_for(0, groups, 256, [&](int64_t begin, int64_t end) {
+      double a_in[2 * W], draw[2 * W];
+      bool flags[2 * W];
+      bool missing = false;
+      for (int64_t g = begin; g < end; ++g) {
+        const int64_t start = g * 2 * W;
+        const int64_t n = std::min<int64_t>(2 * W, count - start);
+        for (int k = 0; k < 2 * W; ++k) {  // padding: copies of the group's first element
+          const int64_t e = start + (k < n ? k : 0);
+          a_in[k] = static_cast<double>(ap[ip ? ip[e] : e]);
+        }
+        sampler::group<T>(a_in, wp, columns, start / 2, n, log_space, draw, flags, &missing);
+        for (int k = 0; k < n; ++k) {
+          const int64_t e = start + k;
+          accepted[e] = flags[k];
+          if (flags[k]) op[ip ? ip[e] : e] = static_cast<T>(draw[k]);
+        }
+      }
+      if (missing) missing_boost = true;
+    });
+  });
+  TORCH_CHECK(!missing_boost, "gamma_sample_: concentrations below 1 need 4 words per pair");
+  int64_t rejected = 0;
+  for (int64_t e = 0; e < count; ++e) rejected += !accepted[e];
+  auto pending = at::empty({rejected}, concentration.options().dtype(at::kLong));
+  int64_t* pp = pending.data_ptr<int64_t>();
+  const int64_t* ip = index.has_value() ? index->data_ptr<int64_t>() : nullptr;
+  for (int64_t e = 0, j = 0; e < count; ++e) {
+    if (!accepted[e]) pp[j++] = ip ? ip[e] : e;
+  }
+  return pending;
+}
+
 }  // namespace
 
 TORCH_LIBRARY(stochgrad_special, m) {
@@ -675,6 +845,9 @@ TORCH_LIBRARY(stochgrad_special, m) {
       "float[] cutoffs) -> (Tensor, Tensor)");
   m.def("exp_expm1(Tensor y) -> (Tensor, Tensor)");
   m.def("log1p_nonnegative(Tensor u) -> Tensor");
+  m.def(
+      "gamma_sample_(Tensor(a!) out, Tensor concentration, Tensor? index, Tensor words, "
+      "bool log_space) -> Tensor");
 }
 
 TORCH_LIBRARY_IMPL(stochgrad_special, CPU, m) {
@@ -682,4 +855,5 @@ TORCH_LIBRARY_IMPL(stochgrad_special, CPU, m) {
   m.impl("beta_grad", &beta_grad);
   m.impl("exp_expm1", &exp_expm1);
   m.impl("log1p_nonnegative", &log1p_nonnegative_op);
+  m.impl("gamma_sample_", &gamma_sample_);
 }
