@@ -680,13 +680,13 @@ constexpr double kTwoPi = 6.283185307179586, kThird = 1.0 / 3.0, kSeriesLimit = 
 
 // Uniforms in (0, 1) from bits of a random word in [0, 2^63): (k + 1/2) 2^-bits, exact in double.
 inline double high32(int64_t word) {  // bits 31-62
-  return (static_cast<double>(static_cast<uint64_t>(word) >> 31) + 0.5) / kTwoPow32;
+  return (static_cast<double>(word >> 31) + 0.5) / kTwoPow32;
 }
 inline double low31(int64_t word) {  // bits 0-30
-  return (static_cast<double>(static_cast<uint64_t>(word) & 0x7fffffffu) + 0.5) / kTwoPow31;
+  return (static_cast<double>(word & 0x7fffffff) + 0.5) / kTwoPow31;
 }
 inline double high52(int64_t word) {  // bits 11-62
-  return (static_cast<double>(static_cast<uint64_t>(word) >> 11) + 0.5) / kTwoPow52;
+  return (static_cast<double>(word >> 11) + 0.5) / kTwoPow52;
 }
 
 // R(t) = log1p(t) - t + t^2/2 - t^3/3: its series to t^14 where |t| < 2^-5 (truncation below
@@ -702,22 +702,49 @@ inline D log1p_remainder(const D& t, const D& log1p_t) {
   return D::blendv(direct, series, t.abs() < D(kSeriesLimit));
 }
 
-// One group of 2W elements: writes each accepted element's draw (log x or x) to out and its flag.
-template <typename T>
-void group(const double* a_in, const int64_t* words, int64_t columns, int64_t first_pair,
-           int64_t count, bool log_space, double* draw, bool* accepted, bool* missing_boost) {
+// Per-concentration constants d, c = 1/√(9d), 3d and log d, kept while the concentration repeats
+// (parameters are usually broadcast); computed as the torch twin computes them.
+struct Constants {
+  double a = std::numeric_limits<double>::quiet_NaN();
+  D d, c, three_d, log_d;
+};
+
+inline void constants(const D& a, double first, bool log_space, Constants& memo, D& d, D& c,
+                      D& three_d, D& log_d) {
   constexpr int W = D::size();
+  if ((a != D(memo.a)).zero_mask() == (1 << W) - 1) {  // every lane equals the memo's a
+    d = memo.d, c = memo.c, three_d = memo.three_d, log_d = memo.log_d;
+    return;
+  }
+  d = D::blendv(a, a + D(1.0), a < D(1.0)) - D(kThird);
+  c = D(1.0) / (D(9.0) * d).sqrt();
+  three_d = D(3.0) * d;
+  log_d = log_space ? d.log() : D(0.0);
+  if ((a != D(first)).zero_mask() == (1 << W) - 1) {
+    memo.a = first, memo.d = d, memo.c = c, memo.three_d = three_d, memo.log_d = log_d;
+  }
+}
+
+// One group of 2W elements (W pairs of words, padded): each element's draw (log x or x) and
+// whether it was accepted.
+inline void group(const double* a_in, const int64_t* words, int64_t columns, bool log_space,
+                  Constants& memo, double* draw, uint8_t* accepted, bool& missing_boost) {
+  constexpr int W = D::size();
+  constexpr int all = (1 << W) - 1;
   // Box-Muller over W pairs: radius from 32 bits, angle from 31.
   double ur[W], ut[W], cosn[W], sinn[W], normal[2 * W], ua[2 * W], ub[2 * W];
-  const int64_t pairs = (count + 1) / 2;
   for (int p = 0; p < W; ++p) {
-    const int64_t* w = words + (first_pair + std::min<int64_t>(p, pairs - 1)) * columns;
+    const int64_t* w = words + p * columns;
     ur[p] = high32(w[0]);
     ut[p] = low31(w[0]);
     ua[2 * p] = high32(w[1]);
     ua[2 * p + 1] = low31(w[1]);
-    ub[2 * p] = columns == 4 ? high52(w[2]) : 0.5;
-    ub[2 * p + 1] = columns == 4 ? high52(w[3]) : 0.5;
+  }
+  if (columns == 4) {
+    for (int p = 0; p < W; ++p) {
+      ub[2 * p] = high52(words[p * columns + 2]);
+      ub[2 * p + 1] = high52(words[p * columns + 3]);
+    }
   }
   D radius = (D(-2.0) * D::loadu(ur).log()).sqrt();
   D angle = D(kTwoPi) * D::loadu(ut);
@@ -732,23 +759,24 @@ void group(const double* a_in, const int64_t* words, int64_t columns, int64_t fi
     D a = D::loadu(a_in + offset);
     D n = D::loadu(normal + offset);
     D u = D::loadu(ua + offset);
-    D small = a < D(1.0);
-    D d = D::blendv(a, a + D(1.0), small) - D(kThird);
-    D c = D(1.0) / (D(9.0) * d).sqrt();
+    D d, c, three_d, log_d;
+    constants(a, a_in[offset], log_space, memo, d, c, three_d, log_d);
     D t = c * n;
     D n2 = n * n;
     D proposed = t > D(-1.0);
-    D squeezed = proposed & (u < D(1.0) - D(0.0331) * (n2 * n2));
-    D undecided = proposed & (u >= D(1.0) - D(0.0331) * (n2 * n2));
-    D log1p_t = log_space || undecided.zero_mask() != (1 << W) - 1 ? t.log1p() : D(0.0);
-    D accept = squeezed;
-    if (undecided.zero_mask() != (1 << W) - 1) {
-      D bound = D(3.0) * d * log1p_remainder(t, log1p_t);
+    D squeeze = D(1.0) - D(0.0331) * (n2 * n2);
+    D accept = proposed & (u < squeeze);
+    D undecided = proposed & (u >= squeeze);
+    const bool decide = undecided.zero_mask() != all;
+    D log1p_t = log_space || decide ? t.log1p() : D(0.0);
+    if (decide) {
+      D bound = three_d * log1p_remainder(t, log1p_t);
       accept = accept | (undecided & (u.log() < bound));
     }
-    D value = log_space ? d.log() + D(3.0) * log1p_t : d + d * (t * (D(3.0) + t * (D(3.0) + t)));
-    if (small.zero_mask() != (1 << W) - 1) {
-      if (columns != 4) *missing_boost = true;
+    D value = log_space ? log_d + D(3.0) * log1p_t : d + d * (t * (D(3.0) + t * (D(3.0) + t)));
+    D small = a < D(1.0);
+    if (small.zero_mask() != all) {
+      if (columns != 4) missing_boost = true;
       D shrink = D::loadu(ub + offset).log() / a;
       value = D::blendv(value, log_space ? value + shrink : value * shrink.exp(), small);
     }
@@ -758,11 +786,10 @@ void group(const double* a_in, const int64_t* words, int64_t columns, int64_t fi
     value = D::blendv(value, D(std::numeric_limits<double>::infinity()), infinite);
     value = D::blendv(value, D(std::numeric_limits<double>::quiet_NaN()), invalid);
     accept = accept | invalid | infinite;
-    double flags[W];
     value.store(draw + offset);
-    accept.store(flags);
+    const int rejected = accept.zero_mask();  // an all-ones (accepted) lane is a NaN, never 0
     for (int k = 0; k < W; ++k) {
-      accepted[offset + k] = flags[k] != 0.0;  // an all-ones mask is a NaN, never 0
+      accepted[offset + k] = !((rejected >> k) & 1);
     }
   }
 }
@@ -791,7 +818,7 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
               "gamma_sample_: words must be contiguous int64 of shape (ceil(n/2), 2 or 4)");
   auto dtype = concentration.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "gamma_sample_: float32/float64 only");
-  std::vector<uint8_t> accepted(count);
+  std::vector<uint8_t> accepted(count + 2 * W);  // room for the last group's padding
   std::atomic<bool> missing_boost{false};
   AT_DISPATCH_FLOATING_TYPES(dtype, "gamma_sample_", [&] {
     using T = scalar_t;
@@ -803,7 +830,8 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
     const int64_t groups = (count + 2 * W - 1) / (2 * W);
     at::parallel_for(0, groups, 256, [&](int64_t begin, int64_t end) {
       double a_in[2 * W], draw[2 * W];
-      bool flags[2 * W];
+      int64_t padded[4 * W];
+      sampler::Constants memo;
       bool missing = false;
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * 2 * W;
@@ -812,11 +840,18 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
           const int64_t e = start + (k < n ? k : 0);
           a_in[k] = static_cast<double>(ap[ip ? ip[e] : e]);
         }
-        sampler::group<T>(a_in, wp, columns, start / 2, n, log_space, draw, flags, &missing);
+        const int64_t* group_words = wp + (start / 2) * columns;
+        if (n < 2 * W) {  // the last group: pad its words with copies of its first pair
+          const int64_t pairs = (n + 1) / 2;
+          for (int64_t j = 0; j < W * columns; ++j) {
+            padded[j] = group_words[j < pairs * columns ? j : j % columns];
+          }
+          group_words = padded;
+        }
+        sampler::group(a_in, group_words, columns, log_space, memo, draw, accepted.data() + start,
+                       missing);
         for (int k = 0; k < n; ++k) {
-          const int64_t e = start + k;
-          accepted[e] = flags[k];
-          if (flags[k]) op[ip ? ip[e] : e] = static_cast<T>(draw[k]);
+          if (accepted[start + k]) op[ip ? ip[start + k] : start + k] = static_cast<T>(draw[k]);
         }
       }
       if (missing) missing_boost = true;
