@@ -7,7 +7,7 @@ generating gamma variables", ACM TOMS 2000). With a uniform ``U``: accept if the
 ``U < 1 - 0.0331 n⁴`` holds, else if ``log U < 3 d R(t)``, ``R(t) = log1p(t) - t + t²/2 - t³/3``.
 That is the same bound (``n²/2 = 4.5 d t²`` up to the rounding of ``c``) written without the
 cancellation of ``1 - v + log v``, which lost every digit at ``a = 1e30``. Then
-``x = d + d t (3 + 3t + t²)`` and ``log x = log d + 3 log1p(t)``. For ``a < 1`` the draw is
+``x = d (1 + t)^3`` (see :func:`_linear_draw`) and ``log x = log d + 3 log1p(t)``. For ``a < 1`` the draw is
 boosted: ``Gamma(a) = Gamma(a + 1) U^(1/a)``, in log space
 ``log Gamma(a + 1) + log(U) / a``, which never underflows. Everything is computed in float64,
 for float32 inputs too, so large-``a`` draws keep their digits.
@@ -73,6 +73,7 @@ _SQUEEZE = 0.0331
 # elsewhere, where the cancellation costs at most 4/|t|^3 ~ 2^17 ulps, i.e. an error of 1e-11
 # in the acceptance probability.
 _SERIES_LIMIT = 2.0**-5
+_PRODUCT_BELOW = -0.25
 
 
 def standard_gamma_sample(
@@ -122,7 +123,8 @@ def _sample(concentration: Tensor, log_space: bool, generator: torch.Generator |
             if count == 0:
                 return out.reshape(a.shape).to(a.dtype)
             pending = flat if index is None else flat[index]
-            columns = 4 if bool((pending < 1).any()) else 2
+            # Boost words where some a < 1 (or is NaN: min is then NaN); min is 7x cheaper than any.
+            columns = 2 if bool(pending.min() >= 1) else 4
             words = torch.empty(((count + 1) // 2, columns), dtype=torch.int64)
             words.random_(generator=generator)
             index = one_round(out, flat, index, words, log_space)
@@ -160,7 +162,7 @@ def _round(
     if log_space:
         value = d.log() + 3.0 * log1p_t
     else:
-        value = d + d * (t * (3.0 + t * (3.0 + t)))
+        value = _linear_draw(d, t)
     if words.shape[1] == 4:
         boost = _uniform(words[:, 2:] >> 11, 52).reshape(-1)[:count]
         shrink = boost.log() / a
@@ -174,6 +176,16 @@ def _round(
     accept = accept | invalid | infinite
     out[positions[accept]] = value[accept].to(out.dtype)
     return positions[~accept]
+
+
+def _linear_draw(d: Tensor, t: Tensor) -> Tensor:
+    """``x = d (1 + t)^3``. Expanded as ``d + d t (3 + 3t + t²)`` where ``t >= -1/4``, so that
+    draws of huge ``a`` (``|t| ~ a^-1/2`` below the rounding of ``1 + t``) keep their spread;
+    as the product below, where the expanded form cancels (``x -> 0`` as ``t -> -1``: 450 ulps
+    at a = 1) and ``1 + t`` rounds by at most a third of an ulp."""
+    w = 1.0 + t
+    expanded = d + d * (t * (3.0 + t * (3.0 + t)))
+    return torch.where(t < _PRODUCT_BELOW, d * (w * w * w), expanded)
 
 
 def _log1p_remainder(t: Tensor, log1p_t: Tensor) -> Tensor:

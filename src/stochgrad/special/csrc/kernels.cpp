@@ -677,6 +677,7 @@ using D = Vectorized<double>;
 
 constexpr double kTwoPow31 = 2147483648.0, kTwoPow32 = 4294967296.0, kTwoPow52 = 4503599627370496.0;
 constexpr double kTwoPi = 6.283185307179586, kThird = 1.0 / 3.0, kSeriesLimit = 0.03125;
+constexpr double kProductBelow = -0.25;
 
 // Uniforms in (0, 1) from bits of a random word in [0, 2^63): (k + 1/2) 2^-bits, exact in double.
 inline double high32(int64_t word) {  // bits 31-62
@@ -773,7 +774,14 @@ inline void group(const double* a_in, const int64_t* words, int64_t columns, boo
       D bound = three_d * log1p_remainder(t, log1p_t);
       accept = accept | (undecided & (u.log() < bound));
     }
-    D value = log_space ? log_d + D(3.0) * log1p_t : d + d * (t * (D(3.0) + t * (D(3.0) + t)));
+    D value;
+    if (log_space) {
+      value = log_d + D(3.0) * log1p_t;
+    } else {  // see _linear_draw in sampling.py
+      D w = D(1.0) + t;
+      D expanded = d + d * (t * (D(3.0) + t * (D(3.0) + t)));
+      value = D::blendv(expanded, d * (w * w * w), t < D(kProductBelow));
+    }
     D small = a < D(1.0);
     if (small.zero_mask() != all) {
       if (columns != 4) missing_boost = true;
@@ -836,9 +844,13 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * 2 * W;
         const int64_t n = std::min<int64_t>(2 * W, count - start);
-        for (int k = 0; k < 2 * W; ++k) {  // padding: copies of the group's first element
-          const int64_t e = start + (k < n ? k : 0);
-          a_in[k] = static_cast<double>(ap[ip ? ip[e] : e]);
+        if (!ip && n == 2 * W) {
+          for (int k = 0; k < 2 * W; ++k) a_in[k] = static_cast<double>(ap[start + k]);
+        } else {
+          for (int k = 0; k < 2 * W; ++k) {  // padding: copies of the group's first element
+            const int64_t e = start + (k < n ? k : 0);
+            a_in[k] = static_cast<double>(ap[ip ? ip[e] : e]);
+          }
         }
         const int64_t* group_words = wp + (start / 2) * columns;
         if (n < 2 * W) {  // the last group: pad its words with copies of its first pair
@@ -858,13 +870,20 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
     });
   });
   TORCH_CHECK(!missing_boost, "gamma_sample_: concentrations below 1 need 4 words per pair");
+  // The rejected positions, in order (serial: a few % of the pass); 8 flags at a time.
   int64_t rejected = 0;
   for (int64_t e = 0; e < count; ++e) rejected += !accepted[e];
   auto pending = at::empty({rejected}, concentration.options().dtype(at::kLong));
   int64_t* pp = pending.data_ptr<int64_t>();
   const int64_t* ip = index.has_value() ? index->data_ptr<int64_t>() : nullptr;
-  for (int64_t e = 0, j = 0; e < count; ++e) {
-    if (!accepted[e]) pp[j++] = ip ? ip[e] : e;
+  constexpr uint64_t kAllAccepted = 0x0101010101010101ull;
+  for (int64_t e = 0, j = 0; j < rejected; e += 8) {
+    uint64_t flags;
+    std::memcpy(&flags, accepted.data() + e, 8);  // the padding keeps this inside the vector
+    if (flags == kAllAccepted) continue;
+    for (int64_t k = e; k < std::min<int64_t>(e + 8, count); ++k) {
+      if (!accepted[k]) pp[j++] = ip ? ip[k] : k;
+    }
   }
   return pending;
 }
