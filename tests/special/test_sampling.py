@@ -168,9 +168,7 @@ def test_fused_pass_and_torch_twin_give_the_same_draws(concentration, dtype, log
 
 @pytest.mark.skipif(not _native.available(), reason="needs the fused kernels")
 @pytest.mark.parametrize("log_space", [False, True], ids=["x", "log_x"])
-def test_fused_pass_and_torch_twin_agree_on_mixed_and_special_concentrations(
-    log_space, torch_path
-):
+def test_fused_pass_and_torch_twin_agree_on_mixed_and_special_concentrations(log_space, torch_path):
     values = [0.0, -1.0, math.nan, math.inf, 1e-3, 0.5, 0.999, 1.0, 3.0, 1e4]
     a = torch.tensor(values * 501, dtype=torch.float64)
     fused, twin = _both_paths(a, log_space, torch_path)

@@ -7,8 +7,8 @@ generating gamma variables", ACM TOMS 2000). With a uniform ``U``: accept if the
 ``U < 1 - 0.0331 n⁴`` holds, else if ``log U < 3 d R(t)``, ``R(t) = log1p(t) - t + t²/2 - t³/3``.
 That is the same bound (``n²/2 = 4.5 d t²`` up to the rounding of ``c``) written without the
 cancellation of ``1 - v + log v``, which lost every digit at ``a = 1e30``. Then
-``x = d (1 + t)^3`` (see :func:`_linear_draw`) and ``log x = log d + 3 log1p(t)``. For ``a < 1`` the draw is
-boosted: ``Gamma(a) = Gamma(a + 1) U^(1/a)``, in log space
+``x = d (1 + t)^3`` (see :func:`_linear_draw`) and ``log x = log d + 3 log1p(t)``. For
+``a < 1`` the draw is boosted: ``Gamma(a) = Gamma(a + 1) U^(1/a)``, in log space
 ``log Gamma(a + 1) + log(U) / a``, which never underflows. Everything is computed in float64,
 for float32 inputs too, so large-``a`` draws keep their digits.
 
@@ -156,7 +156,7 @@ def _round(
     c = 1.0 / (9.0 * d).sqrt()
     t = c * normal
     n2 = normal * normal
-    log1p_t = t.log1p()
+    log1p_t = _log1p(t)
     bound = 3.0 * d * _log1p_remainder(t, log1p_t)
     accept = (t > -1.0) & ((u < 1.0 - _SQUEEZE * (n2 * n2)) | (u.log() < bound))
     if log_space:
@@ -186,6 +186,13 @@ def _linear_draw(d: Tensor, t: Tensor) -> Tensor:
     w = 1.0 + t
     expanded = d + d * (t * (3.0 + t * (3.0 + t)))
     return torch.where(t < _PRODUCT_BELOW, d * (w * w * w), expanded)
+
+
+def _log1p(t: Tensor) -> Tensor:
+    """``log1p(t)`` as ``log(w) t / (w - 1)``, ``w = 1 + t``: a few ulps given an accurate log
+    (Goldberg 1991, Theorem 4), at half the cost of Sleef's double-double ``log1p``."""
+    w = 1.0 + t
+    return torch.where(w == 1.0, t, w.log() * t / (w - 1.0))
 
 
 def _log1p_remainder(t: Tensor, log1p_t: Tensor) -> Tensor:

@@ -690,6 +690,13 @@ inline double high52(int64_t word) {  // bits 11-62
   return (static_cast<double>(word >> 11) + 0.5) / kTwoPow52;
 }
 
+// log1p(t) for t >= -1 as log(w) t / (w - 1), w = 1 + t (t where w = 1): within a few ulps
+// given Sleef's log (Goldberg 1991, Theorem 4), at half the cost of Sleef's double-double log1p.
+inline D log1p_any(const D& t) {
+  D w = D(1.0) + t;
+  return D::blendv(w.log() * t / (w - D(1.0)), t, w == D(1.0));
+}
+
 // R(t) = log1p(t) - t + t^2/2 - t^3/3: its series to t^14 where |t| < 2^-5 (truncation below
 // 1e-17 relative), the direct form elsewhere (cancellation of at most 4/|t|^3 ~ 2^17 ulps).
 inline D log1p_remainder(const D& t, const D& log1p_t) {
@@ -728,8 +735,9 @@ inline void constants(const D& a, double first, bool log_space, Constants& memo,
 
 // One group of 2W elements (W pairs of words, padded): each element's draw (log x or x) and
 // whether it was accepted.
-inline void group(const double* a_in, const int64_t* words, int64_t columns, bool log_space,
-                  Constants& memo, double* draw, uint8_t* accepted, bool& missing_boost) {
+template <int columns, bool log_space>
+void group(const double* a_in, const int64_t* words, Constants& memo, double* draw,
+           uint8_t* accepted, bool& missing_boost) {
   constexpr int W = D::size();
   constexpr int all = (1 << W) - 1;
   // Box-Muller over W pairs: radius from 32 bits, angle from 31.
@@ -741,7 +749,7 @@ inline void group(const double* a_in, const int64_t* words, int64_t columns, boo
     ua[2 * p] = high32(w[1]);
     ua[2 * p + 1] = low31(w[1]);
   }
-  if (columns == 4) {
+  if constexpr (columns == 4) {
     for (int p = 0; p < W; ++p) {
       ub[2 * p] = high52(words[p * columns + 2]);
       ub[2 * p + 1] = high52(words[p * columns + 3]);
@@ -769,13 +777,13 @@ inline void group(const double* a_in, const int64_t* words, int64_t columns, boo
     D accept = proposed & (u < squeeze);
     D undecided = proposed & (u >= squeeze);
     const bool decide = undecided.zero_mask() != all;
-    D log1p_t = log_space || decide ? t.log1p() : D(0.0);
+    D log1p_t = log_space || decide ? log1p_any(t) : D(0.0);
     if (decide) {
       D bound = three_d * log1p_remainder(t, log1p_t);
       accept = accept | (undecided & (u.log() < bound));
     }
     D value;
-    if (log_space) {
+    if constexpr (log_space) {
       value = log_d + D(3.0) * log1p_t;
     } else {  // see _linear_draw in sampling.py
       D w = D(1.0) + t;
@@ -786,7 +794,11 @@ inline void group(const double* a_in, const int64_t* words, int64_t columns, boo
     if (small.zero_mask() != all) {
       if (columns != 4) missing_boost = true;
       D shrink = D::loadu(ub + offset).log() / a;
-      value = D::blendv(value, log_space ? value + shrink : value * shrink.exp(), small);
+      if constexpr (log_space) {
+        value = D::blendv(value, value + shrink, small);
+      } else {
+        value = D::blendv(value, value * shrink.exp(), small);
+      }
     }
     // NaN or negative a: NaN; a = inf: inf; both accepted, so that no round can loop on them.
     D invalid = a.isnan() | (a < D(0.0));
@@ -860,8 +872,14 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
           }
           group_words = padded;
         }
-        sampler::group(a_in, group_words, columns, log_space, memo, draw, accepted.data() + start,
-                       missing);
+        uint8_t* flags = accepted.data() + start;
+        if (columns == 2) {
+          (log_space ? sampler::group<2, true> : sampler::group<2, false>)(
+              a_in, group_words, memo, draw, flags, missing);
+        } else {
+          (log_space ? sampler::group<4, true> : sampler::group<4, false>)(
+              a_in, group_words, memo, draw, flags, missing);
+        }
         for (int k = 0; k < n; ++k) {
           if (accepted[start + k]) op[ip ? ip[start + k] : start + k] = static_cast<T>(draw[k]);
         }
