@@ -1,4 +1,5 @@
-"""Numerics shared by the distributions: incomplete gamma/beta derivatives, log-space helpers.
+"""Numerics shared by the distributions: incomplete gamma/beta derivatives, log-space helpers,
+and the Gamma sampler (:mod:`stochgrad.special.sampling`).
 
 Written in torch ops, vectorized, for CPU and CUDA in float32 and float64; on CPU in eager mode
 the Gamma and Beta quadratures run as fused compiled kernels of the same arithmetic

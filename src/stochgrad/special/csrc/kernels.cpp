@@ -675,7 +675,7 @@ namespace sampler {
 
 using D = Vectorized<double>;
 
-constexpr double kTwoPow31 = 2147483648.0, kTwoPow32 = 4294967296.0, kTwoPow52 = 4503599627370496.0;
+constexpr double kTwoPow31 = 2147483648.0, kTwoPow32 = 4294967296.0;
 constexpr double kTwoPi = 6.283185307179586, kThird = 1.0 / 3.0, kSeriesLimit = 0.03125;
 constexpr double kProductBelow = -0.25;
 
@@ -685,9 +685,6 @@ inline double high32(int64_t word) {  // bits 31-62
 }
 inline double low31(int64_t word) {  // bits 0-30
   return (static_cast<double>(word & 0x7fffffff) + 0.5) / kTwoPow31;
-}
-inline double high52(int64_t word) {  // bits 11-62
-  return (static_cast<double>(word >> 11) + 0.5) / kTwoPow52;
 }
 
 // log1p(t) for t >= -1 as log(w) t / (w - 1), w = 1 + t (t where w = 1): within a few ulps
@@ -746,13 +743,14 @@ void group(const double* a_in, const int64_t* words, Constants& memo, double* dr
     const int64_t* w = words + p * columns;
     ur[p] = high32(w[0]);
     ut[p] = low31(w[0]);
-    ua[2 * p] = high32(w[1]);
-    ua[2 * p + 1] = low31(w[1]);
-  }
-  if constexpr (columns == 4) {
-    for (int p = 0; p < W; ++p) {
-      ub[2 * p] = high52(words[p * columns + 2]);
-      ub[2 * p + 1] = high52(words[p * columns + 3]);
+    if constexpr (columns == 2) {  // acceptance uniforms of 32 and 31 bits
+      ua[2 * p] = high32(w[1]);
+      ua[2 * p + 1] = low31(w[1]);
+    } else {  // boost and acceptance uniforms of 32 and 31 bits, one word per element
+      ub[2 * p] = high32(w[1]);
+      ua[2 * p] = low31(w[1]);
+      ub[2 * p + 1] = high32(w[2]);
+      ua[2 * p + 1] = low31(w[2]);
     }
   }
   D radius = (D(-2.0) * D::loadu(ur).log()).sqrt();
@@ -792,7 +790,7 @@ void group(const double* a_in, const int64_t* words, Constants& memo, double* dr
     }
     D small = a < D(1.0);
     if (small.zero_mask() != all) {
-      if (columns != 4) missing_boost = true;
+      if (columns != 3) missing_boost = true;
       D shrink = D::loadu(ub + offset).log() / a;
       if constexpr (log_space) {
         value = D::blendv(value, value + shrink, small);
@@ -834,8 +832,8 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
               "gamma_sample_: index must be a contiguous int64 vector");
   const int64_t count = index.has_value() ? index->numel() : concentration.numel();
   TORCH_CHECK(words.scalar_type() == at::kLong && words.is_contiguous() && words.dim() == 2 &&
-                  words.size(0) == (count + 1) / 2 && (words.size(1) == 2 || words.size(1) == 4),
-              "gamma_sample_: words must be contiguous int64 of shape (ceil(n/2), 2 or 4)");
+                  words.size(0) == (count + 1) / 2 && (words.size(1) == 2 || words.size(1) == 3),
+              "gamma_sample_: words must be contiguous int64 of shape (ceil(n/2), 2 or 3)");
   auto dtype = concentration.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "gamma_sample_: float32/float64 only");
   std::vector<uint8_t> accepted(count + 2 * W);  // room for the last group's padding
@@ -850,7 +848,7 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
     const int64_t groups = (count + 2 * W - 1) / (2 * W);
     at::parallel_for(0, groups, 256, [&](int64_t begin, int64_t end) {
       double a_in[2 * W], draw[2 * W];
-      int64_t padded[4 * W];
+      int64_t padded[3 * W];
       sampler::Constants memo;
       bool missing = false;
       for (int64_t g = begin; g < end; ++g) {
@@ -877,7 +875,7 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
           (log_space ? sampler::group<2, true> : sampler::group<2, false>)(
               a_in, group_words, memo, draw, flags, missing);
         } else {
-          (log_space ? sampler::group<4, true> : sampler::group<4, false>)(
+          (log_space ? sampler::group<3, true> : sampler::group<3, false>)(
               a_in, group_words, memo, draw, flags, missing);
         }
         for (int k = 0; k < n; ++k) {
@@ -887,7 +885,7 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
       if (missing) missing_boost = true;
     });
   });
-  TORCH_CHECK(!missing_boost, "gamma_sample_: concentrations below 1 need 4 words per pair");
+  TORCH_CHECK(!missing_boost, "gamma_sample_: concentrations below 1 need 3 words per pair");
   // The rejected positions, in order (serial: a few % of the pass); 8 flags at a time.
   int64_t rejected = 0;
   for (int64_t e = 0; e < count; ++e) rejected += !accepted[e];
