@@ -95,7 +95,7 @@ def test_goodness_of_fit_rejects_a_sampler_without_its_rejection_step(
 ):
     """Twin: accepting every proposal (a squeeze that always holds) must fail the same test."""
     torch_path()
-    monkeypatch.setattr(sampling, "_SQUEEZE", -0.0331)
+    monkeypatch.setattr(sampling, "_squeeze_accepts", lambda three_d, t, u: torch.ones_like(u) > 0)
     assert _ks_pvalue(concentration, torch.float64, True, law=concentration) < P_MIN
 
 
@@ -179,12 +179,16 @@ def test_fused_pass_and_torch_twin_agree_on_mixed_and_special_concentrations(log
 
 
 def test_fused_agreement_check_fails_with_a_changed_constant(torch_path, monkeypatch):
-    """Twin: a torch twin with a too loose squeeze decides differently: the draws differ."""
+    """Twin: a torch twin whose squeeze drops its ``1/(1 + t)`` for t < 0 (too loose there)
+    decides differently: the draws differ."""
     a = torch.full((4099,), 1.0, dtype=torch.float64)
     torch.manual_seed(3)
     fused = sampling._sample(a, False, None)
     torch_path()
-    monkeypatch.setattr(sampling, "_SQUEEZE", 0.02)  # too loose: accepts what it should not
+    def too_loose(three_d, t, u):
+        return u < 1.0 - (0.25 * three_d) * t**4
+
+    monkeypatch.setattr(sampling, "_squeeze_accepts", too_loose)
     torch.manual_seed(3)
     twin = sampling._sample(a, False, None)
     assert _ulps(fused, twin, log_space=False) > 1e6
@@ -268,7 +272,7 @@ def test_shapes_dtypes_and_broadcast_views():
 def test_rejection_loop_is_capped(torch_path, monkeypatch):
     """A pass that rejected everything would loop for ever: the sampler raises instead."""
     torch_path()
-    monkeypatch.setattr(sampling, "_SQUEEZE", 1e30)
+    monkeypatch.setattr(sampling, "_squeeze_accepts", lambda three_d, t, u: torch.zeros_like(u) > 0)
     monkeypatch.setattr(sampling, "_log1p_remainder", lambda t, log1p_t: torch.full_like(t, -1e9))
     with pytest.raises(RuntimeError, match="rejected after 64 rounds"):
         standard_gamma_sample(torch.full((10,), 2.0))

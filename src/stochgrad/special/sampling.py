@@ -3,10 +3,11 @@ r"""Gamma variates: Marsaglia & Tsang's rejection sampler, vectorized, on torch'
 For ``a >= 1``, with ``d = a - 1/3`` and ``c = 1/√(9d)``, propose ``x = d (1 + t)^3`` with
 ``t = c n``, ``n ~ N(0, 1)``, ``t > -1``, and accept it with probability
 ``exp(n²/2 + d (1 - v + log v))``, ``v = (1 + t)^3`` (Marsaglia & Tsang, "A simple method for
-generating gamma variables", ACM TOMS 2000). With a uniform ``U``: accept if the squeeze
-``U < 1 - 0.0331 n⁴`` holds, else if ``log U < 3 d R(t)``, ``R(t) = log1p(t) - t + t²/2 - t³/3``.
-That is the same bound (``n²/2 = 4.5 d t²`` up to the rounding of ``c``) written without the
-cancellation of ``1 - v + log v``, which lost every digit at ``a = 1e30``. Then
+generating gamma variables", ACM TOMS 2000). With a uniform ``U``, accept if
+``log U < 3 d R(t)``, ``R(t) = log1p(t) - t + t²/2 - t³/3``. That is the same bound
+(``n²/2 = 4.5 d t²`` up to the rounding of ``c``) written without the cancellation of
+``1 - v + log v``, which lost every digit at ``a = 1e30``. A squeeze decides most proposals
+without a logarithm (:func:`_squeeze_accepts`). Then
 ``x = d (1 + t)^3`` (see :func:`_linear_draw`) and ``log x = log d + 3 log1p(t)``. For
 ``a < 1`` the draw is boosted: ``Gamma(a) = Gamma(a + 1) U^(1/a)``, in log space
 ``log Gamma(a + 1) + log(U) / a``, which never underflows. Everything is computed in float64,
@@ -70,7 +71,6 @@ from stochgrad.special._quadrature import traced, working_dtype
 __all__ = ["log_standard_gamma_sample", "standard_gamma_sample"]
 
 _MAX_ROUNDS = 64
-_SQUEEZE = 0.0331
 # R(t) by its series (to t^14, truncation below 1e-17 relative) where |t| < 2^-5; directly
 # elsewhere, where the cancellation costs at most 4/|t|^3 ~ 2^17 ulps, i.e. an error of 1e-11
 # in the acceptance probability.
@@ -160,10 +160,9 @@ def _round(
     d = torch.where(small, a + 1, a) - 1.0 / 3.0
     c = 1.0 / (9.0 * d).sqrt()
     t = c * normal
-    n2 = normal * normal
     log1p_t = _log1p(t)
     bound = 3.0 * d * _log1p_remainder(t, log1p_t)
-    accept = (t > -1.0) & ((u < 1.0 - _SQUEEZE * (n2 * n2)) | (u.log() < bound))
+    accept = (t > -1.0) & (_squeeze_accepts(3.0 * d, t, u) | (u.log() < bound))
     if log_space:
         value = d.log() + 3.0 * log1p_t
     else:
@@ -191,6 +190,21 @@ def _linear_draw(d: Tensor, t: Tensor) -> Tensor:
     w = 1.0 + t
     expanded = d + d * (t * (3.0 + t * (3.0 + t)))
     return torch.where(t < _PRODUCT_BELOW, d * (w * w * w), expanded)
+
+
+def _squeeze_accepts(three_d: Tensor, t: Tensor, u: Tensor) -> Tensor:
+    """Where ``U < 1 + 3 d L(t)``, which implies acceptance: ``L(t) = -t⁴ / (4 (1 + min(t, 0)))``.
+
+    ``R(t) = -∫_0^t s³/(1 + s) ds`` gives ``R >= L`` for ``t > -1``: bound ``1/(1 + s)`` by 1
+    for ``s > 0`` and by ``1/(1 + t)`` for ``t < s < 0``. Then ``exp(3dR) >= 1 + 3dL``. As
+    ``3 d t⁴/4 = n⁴/(108 d)``, this is 16x tighter than Marsaglia & Tsang's
+    ``1 - 0.0331 n⁴`` at a = 5, and 2.4x at a = 1. It leaves 0.6% of proposals to the log test
+    at a = 5, against 10%. Written without a division, as ``U m < m - (3d/4) t⁴``,
+    ``m = 1 + min(t, 0) > 0``.
+    """
+    m = 1.0 + t.clamp(max=0.0)
+    t2 = t * t
+    return u * m < m - (0.25 * three_d) * (t2 * t2)
 
 
 def _log1p(t: Tensor) -> Tensor:

@@ -769,11 +769,14 @@ void group(const double* a_in, const int64_t* words, Constants& memo, double* dr
     D d, c, three_d, log_d;
     constants(a, a_in[offset], log_space, memo, d, c, three_d, log_d);
     D t = c * n;
-    D n2 = n * n;
     D proposed = t > D(-1.0);
-    D squeeze = D(1.0) - D(0.0331) * (n2 * n2);
-    D accept = proposed & (u < squeeze);
-    D undecided = proposed & (u >= squeeze);
+    // The squeeze of sampling.py's _squeeze_accepts: u m < m - (3d/4) t^4, m = 1 + min(t, 0).
+    D m = D(1.0) + at::vec::minimum(t, D(0.0));
+    D t2 = t * t;
+    D lhs = u * m;
+    D rhs = m - (D(0.25) * three_d) * (t2 * t2);
+    D accept = proposed & (lhs < rhs);
+    D undecided = proposed & (lhs >= rhs);
     const bool decide = undecided.zero_mask() != all;
     D log1p_t = log_space || decide ? log1p_any(t) : D(0.0);
     if (decide) {
