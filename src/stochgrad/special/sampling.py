@@ -33,9 +33,12 @@ therefore misses at most that much of its mass, mostly ``|n| > 6.76`` (1.3e-11).
 ``log x``'s law (its far lower tail, e.g. ``log x < -22900`` at ``a = 1e-3``).
 
 **Rounds.** A round draws words for the pending elements, then one fused pass does uniforms ->
-normals -> proposal -> acceptance. It writes the accepted draws and returns the rejected
-positions, which the next round redraws with fresh words: exact rejection sampling. At least 95%
-of proposals are accepted for every ``a``, so 10^6 draws take about 6 rounds. A NaN or negative
+normals -> proposal -> acceptance. The kernel draws the words itself, through the same
+``Tensor.random_``, so that no torch op scans the concentrations: each would be a parallel
+region, and waking threads costs milliseconds on a loaded machine. The pass writes the accepted
+draws and returns the rejected positions, which the next round redraws with fresh words: exact
+rejection sampling. At least 95% of proposals are accepted for every ``a``, so 10^6 draws take
+about 6 rounds. A NaN or negative
 concentration gives NaN and ``inf`` gives ``inf``, both accepted at once. After 64 rounds the
 sampler raises (it cannot happen unless the kernel is broken).
 
@@ -124,12 +127,7 @@ def _sample(concentration: Tensor, log_space: bool, generator: torch.Generator |
         for _ in range(_MAX_ROUNDS):
             if count == 0:
                 return out.reshape(a.shape).to(a.dtype)
-            pending = flat if index is None else flat[index]
-            # Boost words where some a < 1 (or is NaN: min is then NaN); min is 7x cheaper than any.
-            columns = 2 if bool(pending.min() >= 1) else 3
-            words = torch.empty(((count + 1) // 2, columns), dtype=torch.int64)
-            words.random_(generator=generator)
-            index = one_round(out, flat, index, words, log_space)
+            index = one_round(out, flat, index, generator, log_space)
             count = index.numel()
     raise RuntimeError(
         f"Gamma sampler: {count} draws still rejected after {_MAX_ROUNDS} rounds "
@@ -142,12 +140,24 @@ def _uniform(bits: Tensor, width: int) -> Tensor:
 
 
 def _round(
-    out: Tensor, concentration: Tensor, index: Tensor | None, words: Tensor, log_space: bool
+    out: Tensor,
+    concentration: Tensor,
+    index: Tensor | None,
+    generator: torch.Generator | None,
+    log_space: bool,
 ) -> Tensor:
-    """One round in torch ops: the twin of ``gamma_sample_`` in ``csrc/kernels.cpp``."""
+    """One round in torch ops: the twin of ``gamma_sample_`` in ``csrc/kernels.cpp``.
+
+    Draws the words of the elements ``concentration[index]`` (3 a pair where some ``a`` is not
+    ``>= 1``, else 2), writes the accepted draws to ``out[index]``, returns the rejected
+    positions in order.
+    """
     positions = torch.arange(concentration.numel()) if index is None else index
     count = positions.numel()
     a = concentration[positions].double()
+    columns = 2 if bool(a.min() >= 1) else 3  # NaN gives 3, as in the kernel
+    words = torch.empty(((count + 1) // 2, columns), dtype=torch.int64)
+    words.random_(generator=generator)
     radius = (-2.0 * _uniform(words[:, 0] >> 31, 32).log()).sqrt()
     angle = 2 * math.pi * _uniform(words[:, 0] & 0x7FFFFFFF, 31)
     normal = torch.stack([radius * angle.cos(), radius * angle.sin()], -1).reshape(-1)[:count]
@@ -167,12 +177,10 @@ def _round(
         value = d.log() + 3.0 * log1p_t
     else:
         value = _linear_draw(d, t)
-    if words.shape[1] == 3:
+    if columns == 3:
         boost = _uniform(words[:, 1:] >> 31, 32).reshape(-1)[:count]
         shrink = boost.log() / a
         value = torch.where(small, value + shrink if log_space else value * shrink.exp(), value)
-    elif bool(small.any()):
-        raise RuntimeError("gamma_sample_: concentrations below 1 need 3 words per pair")
     invalid = a.isnan() | (a < 0)
     infinite = a == math.inf
     value = torch.where(infinite, math.inf, value)

@@ -734,7 +734,7 @@ inline void constants(const D& a, double first, bool log_space, Constants& memo,
 // whether it was accepted.
 template <int columns, bool log_space>
 void group(const double* a_in, const int64_t* words, Constants& memo, double* draw,
-           uint8_t* accepted, bool& missing_boost) {
+           uint8_t* accepted) {
   constexpr int W = D::size();
   constexpr int all = (1 << W) - 1;
   // Box-Muller over W pairs: radius from 32 bits, angle from 31.
@@ -793,7 +793,6 @@ void group(const double* a_in, const int64_t* words, Constants& memo, double* dr
     }
     D small = a < D(1.0);
     if (small.zero_mask() != all) {
-      if (columns != 3) missing_boost = true;
       D shrink = D::loadu(ub + offset).log() / a;
       if constexpr (log_space) {
         value = D::blendv(value, value + shrink, small);
@@ -817,11 +816,13 @@ void group(const double* a_in, const int64_t* words, Constants& memo, double* dr
 
 }  // namespace sampler
 
-// One round over the elements concentration[index] (all of them without index): accepted
-// draws go to out[index], the positions still to draw are returned, in order.
+// One round over the elements concentration[index] (all of them without index): draws the
+// round's random words from the generator (as sampling._round does: 3 words a pair if some
+// concentration is not >= 1, else 2), writes the accepted draws to out[index] and returns the
+// positions still to draw, in order.
 at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
-                         const std::optional<at::Tensor>& index, const at::Tensor& words,
-                         bool log_space) {
+                         const std::optional<at::Tensor>& index,
+                         std::optional<at::Generator> generator, bool log_space) {
   using sampler::D;
   constexpr int W = D::size();
   TORCH_CHECK(out.device().is_cpu() && concentration.device().is_cpu(),
@@ -834,18 +835,23 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
                                      index->scalar_type() == at::kLong),
               "gamma_sample_: index must be a contiguous int64 vector");
   const int64_t count = index.has_value() ? index->numel() : concentration.numel();
-  TORCH_CHECK(words.scalar_type() == at::kLong && words.is_contiguous() && words.dim() == 2 &&
-                  words.size(0) == (count + 1) / 2 && (words.size(1) == 2 || words.size(1) == 3),
-              "gamma_sample_: words must be contiguous int64 of shape (ceil(n/2), 2 or 3)");
   auto dtype = concentration.scalar_type();
   TORCH_CHECK(dtype == at::kFloat || dtype == at::kDouble, "gamma_sample_: float32/float64 only");
+  const int64_t* ip = index.has_value() ? index->data_ptr<int64_t>() : nullptr;
+  bool boosted = false;
+  AT_DISPATCH_FLOATING_TYPES(dtype, "gamma_sample_boost", [&] {
+    const scalar_t* ap = concentration.data_ptr<scalar_t>();
+    for (int64_t e = 0; e < count && !boosted; ++e) {
+      boosted = !(ap[ip ? ip[e] : e] >= 1);  // NaN too, as the torch twin's min
+    }
+  });
+  auto words = at::empty({(count + 1) / 2, boosted ? 3 : 2}, out.options().dtype(at::kLong));
+  words.random_(generator);
   std::vector<uint8_t> accepted(count + 2 * W);  // room for the last group's padding
-  std::atomic<bool> missing_boost{false};
   AT_DISPATCH_FLOATING_TYPES(dtype, "gamma_sample_", [&] {
     using T = scalar_t;
     const T* ap = concentration.data_ptr<T>();
     T* op = out.data_ptr<T>();
-    const int64_t* ip = index.has_value() ? index->data_ptr<int64_t>() : nullptr;
     const int64_t* wp = words.data_ptr<int64_t>();
     const int64_t columns = words.size(1);
     const int64_t groups = (count + 2 * W - 1) / (2 * W);
@@ -858,7 +864,6 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
       double a_in[2 * W], draw[2 * W];
       int64_t padded[3 * W];
       sampler::Constants memo;
-      bool missing = false;
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * 2 * W;
         const int64_t n = std::min<int64_t>(2 * W, count - start);
@@ -881,25 +886,22 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
         uint8_t* flags = accepted.data() + start;
         if (columns == 2) {
           (log_space ? sampler::group<2, true> : sampler::group<2, false>)(
-              a_in, group_words, memo, draw, flags, missing);
+              a_in, group_words, memo, draw, flags);
         } else {
           (log_space ? sampler::group<3, true> : sampler::group<3, false>)(
-              a_in, group_words, memo, draw, flags, missing);
+              a_in, group_words, memo, draw, flags);
         }
         for (int k = 0; k < n; ++k) {
           if (accepted[start + k]) op[ip ? ip[start + k] : start + k] = static_cast<T>(draw[k]);
         }
       }
-      if (missing) missing_boost = true;
     });
   });
-  TORCH_CHECK(!missing_boost, "gamma_sample_: concentrations below 1 need 3 words per pair");
   // The rejected positions, in order (serial: a few % of the pass); 8 flags at a time.
   int64_t rejected = 0;
   for (int64_t e = 0; e < count; ++e) rejected += !accepted[e];
   auto pending = at::empty({rejected}, concentration.options().dtype(at::kLong));
   int64_t* pp = pending.data_ptr<int64_t>();
-  const int64_t* ip = index.has_value() ? index->data_ptr<int64_t>() : nullptr;
   constexpr uint64_t kAllAccepted = 0x0101010101010101ull;
   for (int64_t e = 0, j = 0; j < rejected; e += 8) {
     uint64_t flags;
@@ -924,7 +926,7 @@ TORCH_LIBRARY(stochgrad_special, m) {
   m.def("exp_expm1(Tensor y) -> (Tensor, Tensor)");
   m.def("log1p_nonnegative(Tensor u) -> Tensor");
   m.def(
-      "gamma_sample_(Tensor(a!) out, Tensor concentration, Tensor? index, Tensor words, "
+      "gamma_sample_(Tensor(a!) out, Tensor concentration, Tensor? index, Generator? generator, "
       "bool log_space) -> Tensor");
 }
 
