@@ -185,6 +185,7 @@ def test_fused_agreement_check_fails_with_a_changed_constant(torch_path, monkeyp
     torch.manual_seed(3)
     fused = sampling._sample(a, False, None)
     torch_path()
+
     def too_loose(three_d, t, u):
         return u < 1.0 - (0.25 * three_d) * t**4
 
