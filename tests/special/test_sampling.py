@@ -285,3 +285,16 @@ def test_traced_code_uses_torch_sampler():
     assert draws.shape == (3, 100) and bool((draws > 0).all())
     log_draws = torch.func.vmap(log_standard_gamma_sample, randomness="different")(a * 0.1)
     assert bool(log_draws.isfinite().all())
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+def test_cuda_tensors_keep_torch_sampler():
+    """On CUDA both samplers are torch's kernel: the draws stay on the device, with the mean of
+    Gamma(5) within Z standard errors; the twin, Gamma(5.25), is rejected."""
+    a = torch.full((SIZE,), 5.0, device="cuda")
+    standard_error = math.sqrt(5.0 / SIZE)
+    torch.manual_seed(0)
+    for draws in (standard_gamma_sample(a), log_standard_gamma_sample(a).exp()):
+        assert draws.device == a.device
+        assert abs(draws.mean().item() - 5.0) < Z * standard_error
+    assert abs(standard_gamma_sample(1.05 * a).mean().item() - 5.0) > Z * standard_error
