@@ -168,11 +168,11 @@ def _round(
     u = u.T.reshape(-1)[:count]
     small = a < 1
     d = torch.where(small, a + 1, a) - 1.0 / 3.0
-    c = 1.0 / (9.0 * d).sqrt()
+    c = 1.0 / (3.0 * d.sqrt())  # no overflow for any finite a, nor in 3d/4 and d (3 R) below
     t = c * normal
     log1p_t = _log1p(t)
-    bound = 3.0 * d * _log1p_remainder(t, log1p_t)
-    accept = (t > -1.0) & (_squeeze_accepts(3.0 * d, t, u) | (u.log() < bound))
+    bound = d * (3.0 * _log1p_remainder(t, log1p_t))
+    accept = (t > -1.0) & (_squeeze_accepts(d, t, u) | (u.log() < bound))
     if log_space:
         value = d.log() + 3.0 * log1p_t
     else:
@@ -200,7 +200,7 @@ def _linear_draw(d: Tensor, t: Tensor) -> Tensor:
     return torch.where(t < _PRODUCT_BELOW, d * (w * w * w), expanded)
 
 
-def _squeeze_accepts(three_d: Tensor, t: Tensor, u: Tensor) -> Tensor:
+def _squeeze_accepts(d: Tensor, t: Tensor, u: Tensor) -> Tensor:
     """Where ``U < 1 + 3 d L(t)``, which implies acceptance: ``L(t) = -t⁴ / (4 (1 + min(t, 0)))``.
 
     ``R(t) = -∫_0^t s³/(1 + s) ds`` gives ``R >= L`` for ``t > -1``: bound ``1/(1 + s)`` by 1
@@ -212,7 +212,7 @@ def _squeeze_accepts(three_d: Tensor, t: Tensor, u: Tensor) -> Tensor:
     """
     m = 1.0 + t.clamp(max=0.0)
     t2 = t * t
-    return u * m < m - (0.25 * three_d) * (t2 * t2)
+    return u * m < m - (0.75 * d) * (t2 * t2)
 
 
 def _log1p(t: Tensor) -> Tensor:

@@ -706,26 +706,27 @@ inline D log1p_remainder(const D& t, const D& log1p_t) {
   return D::blendv(direct, series, t.abs() < D(kSeriesLimit));
 }
 
-// Per-concentration constants d, c = 1/√(9d), 3d and log d, kept while the concentration repeats
+// Per-concentration constants d, c = 1/(3√d), 3d/4 and log d (none overflows for any finite a), kept while the concentration repeats
 // (parameters are usually broadcast); computed as the torch twin computes them.
 struct Constants {
   double a = std::numeric_limits<double>::quiet_NaN();
-  D d, c, three_d, log_d;
+  D d, c, three_quarters_d, log_d;
 };
 
 inline void constants(const D& a, double first, bool log_space, Constants& memo, D& d, D& c,
-                      D& three_d, D& log_d) {
+                      D& three_quarters_d, D& log_d) {
   constexpr int W = D::size();
   if ((a != D(memo.a)).zero_mask() == (1 << W) - 1) {  // every lane equals the memo's a
-    d = memo.d, c = memo.c, three_d = memo.three_d, log_d = memo.log_d;
+    d = memo.d, c = memo.c, three_quarters_d = memo.three_quarters_d, log_d = memo.log_d;
     return;
   }
   d = D::blendv(a, a + D(1.0), a < D(1.0)) - D(kThird);
-  c = D(1.0) / (D(9.0) * d).sqrt();
-  three_d = D(3.0) * d;
+  c = D(1.0) / (D(3.0) * d.sqrt());
+  three_quarters_d = D(0.75) * d;
   log_d = log_space ? d.log() : D(0.0);
   if ((a != D(first)).zero_mask() == (1 << W) - 1) {
-    memo.a = first, memo.d = d, memo.c = c, memo.three_d = three_d, memo.log_d = log_d;
+    memo.a = first, memo.d = d, memo.c = c, memo.three_quarters_d = three_quarters_d;
+    memo.log_d = log_d;
   }
 }
 
@@ -765,21 +766,21 @@ void group(const double* a_in, const int64_t* words, Constants& memo, double* dr
     D a = D::loadu(a_in + offset);
     D n = D::loadu(normal + offset);
     D u = D::loadu(ua + offset);
-    D d, c, three_d, log_d;
-    constants(a, a_in[offset], log_space, memo, d, c, three_d, log_d);
+    D d, c, three_quarters_d, log_d;
+    constants(a, a_in[offset], log_space, memo, d, c, three_quarters_d, log_d);
     D t = c * n;
     D proposed = t > D(-1.0);
     // The squeeze of sampling.py's _squeeze_accepts: u m < m - (3d/4) t^4, m = 1 + min(t, 0).
     D m = D(1.0) + at::vec::minimum(t, D(0.0));
     D t2 = t * t;
     D lhs = u * m;
-    D rhs = m - (D(0.25) * three_d) * (t2 * t2);
+    D rhs = m - three_quarters_d * (t2 * t2);
     D accept = proposed & (lhs < rhs);
     D undecided = proposed & (lhs >= rhs);
     const bool decide = undecided.zero_mask() != all;
     D log1p_t = log_space || decide ? log1p_any(t) : D(0.0);
     if (decide) {
-      D bound = three_d * log1p_remainder(t, log1p_t);
+      D bound = d * (D(3.0) * log1p_remainder(t, log1p_t));
       accept = accept | (undecided & (u.log() < bound));
     }
     D value;
