@@ -150,14 +150,25 @@ def _round(
 
     Draws the words of the elements ``concentration[index]`` (3 a pair where some ``a`` is not
     ``>= 1``, else 2), writes the accepted draws to ``out[index]``, returns the rejected
-    positions in order.
+    positions in order. About 4x slower than ``torch._standard_gamma`` (150-180 ms per 10^6
+    draws, one thread); blocks of 2^12-2^16 elements were no faster.
     """
-    positions = torch.arange(concentration.numel()) if index is None else index
-    count = positions.numel()
-    a = concentration[positions].double()
+    a = (concentration if index is None else concentration[index]).double()
+    count = a.numel()
     columns = 2 if bool(a.min() >= 1) else 3  # NaN gives 3, as in the kernel
     words = torch.empty(((count + 1) // 2, columns), dtype=torch.int64)
     words.random_(generator=generator)
+    value, accept = _draws(a, words, log_space)
+    if index is None:
+        out.masked_scatter_(accept, value[accept].to(out.dtype))
+        return (~accept).nonzero().squeeze(1)
+    out[index[accept]] = value[accept].to(out.dtype)
+    return index[~accept]
+
+
+def _draws(a: Tensor, words: Tensor, log_space: bool) -> tuple[Tensor, Tensor]:
+    """``(draw, accepted)`` of the float64 concentrations ``a`` from their words."""
+    count = a.numel()
     radius = (-2.0 * _uniform(words[:, 0] >> 31, 32).log()).sqrt()
     angle = 2 * math.pi * _uniform(words[:, 0] & 0x7FFFFFFF, 31)
     normal = torch.stack([radius * angle.cos(), radius * angle.sin()], -1).reshape(-1)[:count]
@@ -170,14 +181,19 @@ def _round(
     d = torch.where(small, a + 1, a) - 1.0 / 3.0
     c = 1.0 / (3.0 * d.sqrt())  # no overflow for any finite a, nor in 3d/4 and d (3 R) below
     t = c * normal
-    log1p_t = _log1p(t)
-    bound = d * (3.0 * _log1p_remainder(t, log1p_t))
-    accept = (t > -1.0) & (_squeeze_accepts(d, t, u) | (u.log() < bound))
+    proposed = t > -1.0
+    accept = proposed & _squeeze_accepts(d, t, u)
+    # The log test only where the squeeze left it open (0.01-6% of the proposals): the same
+    # arithmetic as the kernel's, on fewer elements.
+    undecided = (proposed & ~accept).nonzero().squeeze(1)
+    t_open = t[undecided]
+    bound = d[undecided] * (3.0 * _log1p_remainder(t_open, _log1p(t_open)))
+    accept[undecided] = u[undecided].log() < bound
     if log_space:
-        value = d.log() + 3.0 * log1p_t
+        value = d.log() + 3.0 * _log1p(t)
     else:
         value = _linear_draw(d, t)
-    if columns == 3:
+    if words.shape[1] == 3:
         boost = _uniform(words[:, 1:] >> 31, 32).reshape(-1)[:count]
         shrink = boost.log() / a
         value = torch.where(small, value + shrink if log_space else value * shrink.exp(), value)
@@ -185,9 +201,7 @@ def _round(
     infinite = a == math.inf
     value = torch.where(infinite, math.inf, value)
     value = torch.where(invalid, math.nan, value)
-    accept = accept | invalid | infinite
-    out[positions[accept]] = value[accept].to(out.dtype)
-    return positions[~accept]
+    return value, accept | invalid | infinite
 
 
 def _linear_draw(d: Tensor, t: Tensor) -> Tensor:
