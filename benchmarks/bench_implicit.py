@@ -10,6 +10,10 @@ on the same cases for the whole measurement, and stops it after.
 
     python benchmarks/bench_implicit.py [--dtype float32|float64] [--busy] [--repeats 5]
 
+A second table times the Gamma sampler alone (``stochgrad.special.standard_gamma_sample``
+against ``torch._standard_gamma``, the draws both libraries' ``rsample`` start from; target: at
+most half).
+
 Self-contained: imports only the public library. ``--torch-path`` measures the pure-torch
 kernels instead of the fused C++ ones (``STOCHGRAD_NATIVE=0``).
 """
@@ -23,6 +27,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch.utils import benchmark
@@ -120,6 +125,7 @@ def main() -> None:
         time.sleep(3.0)  # let it start working
     try:
         rows, measurements = run_cases(args, dtype)
+        sampler_rows = run_sampler(args, dtype)
     finally:
         if child is not None:
             child.terminate()
@@ -140,6 +146,7 @@ def main() -> None:
         median = statistics.median(ratios)
         verdict = "met" if median <= target else "MISSED"
         print(f"| {name} | {median:.2f} | {min(ratios):.2f}-{max(ratios):.2f} | {verdict} |")
+    print_sampler_rows(sampler_rows, args.repeats)
 
 
 def run_cases(args, dtype):
@@ -156,6 +163,49 @@ def run_cases(args, dtype):
             ratios.append(mine.median / native.median)
         rows.append((name, ratios))
     return rows, measurements
+
+
+SAMPLER_CASES = (0.5, 5.0, 500.0)
+SAMPLER_TARGET = 0.5  # issue 10: our Gamma sampler at most half of torch's
+
+
+def run_sampler(args, dtype):
+    """The Gamma sampler alone: ``standard_gamma_sample`` against ``torch._standard_gamma``."""
+    from stochgrad.special import standard_gamma_sample
+
+    rows = []
+    label = f"Gamma sampler, {args.size} draws, {args.dtype}"
+    for concentration in SAMPLER_CASES:
+        a = torch.full((args.size,), concentration, dtype=dtype)
+        ratios, times = [], []
+        ours, theirs = partial(standard_gamma_sample, a), partial(torch._standard_gamma, a)
+        sub_label = f"Gamma({concentration:g})"
+        for _ in range(args.repeats):
+            pair = [
+                measure(ours, label, sub_label, "stochgrad", args.min_run_time),
+                measure(theirs, label, sub_label, "torch", args.min_run_time),
+            ]
+            ratios.append(pair[0].median / pair[1].median)
+            times.append((pair[0].median, pair[1].median))
+        rows.append((concentration, ratios, times))
+    return rows
+
+
+def print_sampler_rows(rows, repeats: int) -> None:
+    print(
+        f"\n| sampler | ours ms | torch ms | ours / torch (median of {repeats} pairs) | range "
+        f"| target <= {SAMPLER_TARGET} |"
+    )
+    print("|---|---|---|---|---|---|")
+    for concentration, ratios, times in rows:
+        median = statistics.median(ratios)
+        ours = statistics.median(t[0] for t in times) * 1e3
+        theirs = statistics.median(t[1] for t in times) * 1e3
+        verdict = "met" if median <= SAMPLER_TARGET else "MISSED"
+        print(
+            f"| Gamma({concentration:g}) | {ours:.1f} | {theirs:.1f} | {median:.2f} | "
+            f"{min(ratios):.2f}-{max(ratios):.2f} | {verdict} |"
+        )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ from stochgrad._typing import SampleShape
 from stochgrad.implicit._core import attach_gradients, half_in_float32, needs_grad
 from stochgrad.pyro import PyroCompatible
 from stochgrad.special.gamma import gammainc, standard_gamma_grad
+from stochgrad.special.sampling import standard_gamma_sample
 
 __all__ = ["Gamma"]
 
@@ -51,7 +52,7 @@ class Gamma(PyroCompatible, torch.distributions.Gamma):
         shape = self._extended_shape(sample_shape)
         concentration = self.concentration.expand(shape)
         with torch.no_grad():
-            x = torch._standard_gamma(concentration.detach()).clamp(
+            x = standard_gamma_sample(concentration.detach()).clamp(
                 min=torch.finfo(self.rate.dtype).tiny
             )
         if needs_grad(concentration):

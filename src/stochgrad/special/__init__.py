@@ -1,4 +1,5 @@
-"""Numerics shared by the distributions: incomplete gamma/beta derivatives, log-space helpers.
+"""Numerics shared by the distributions: incomplete gamma/beta derivatives, log-space helpers,
+and the Gamma sampler (:mod:`stochgrad.special.sampling`).
 
 Written in torch ops, vectorized, for CPU and CUDA in float32 and float64; on CPU in eager mode
 the Gamma and Beta quadratures run as fused compiled kernels of the same arithmetic
@@ -7,5 +8,14 @@ the Gamma and Beta quadratures run as fused compiled kernels of the same arithme
 
 from stochgrad.special.beta import beta_grad, betainc
 from stochgrad.special.gamma import gammainc, standard_gamma_grad, standard_gamma_log_grad
+from stochgrad.special.sampling import log_standard_gamma_sample, standard_gamma_sample
 
-__all__ = ["beta_grad", "betainc", "gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
+__all__ = [
+    "beta_grad",
+    "betainc",
+    "gammainc",
+    "log_standard_gamma_sample",
+    "standard_gamma_grad",
+    "standard_gamma_log_grad",
+    "standard_gamma_sample",
+]
