@@ -221,6 +221,16 @@ __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vect
 
 // ---------------------------------------------------------------------------------------------
 // Gamma: d log x / da (see special/gamma.py for the math; names follow _log_grad_block).
+//
+// Where the time goes (float64, AVX-512, 8 lanes a group, one core): ~2 ns an element a node in
+// the node loop (two exponentials a node) and, before this section was trimmed, ~23 ns an element
+// of set-up (ten divisions, two square roots, Sleef's double-double log1p, two exponential range
+// reductions in the Newton step, ψ or the Stirling series per group). The set-up now shares what
+// the two tails' bounds and the Newton step have in common and memoizes what depends on a alone;
+// the node loop skips the range reduction of e^u - 1 - u where every |u| <= 1. Fewer nodes do not
+// pay at large a: near the mode the integrand is ~exp(-C t^2) on t in [0, 1] whatever a is, so
+// the Gauss-Legendre error at n nodes does not fall as a grows (20 nodes: 1.2e-12, 18: 1.1e-10,
+// 16: 7.7e-10 over a in [30, 1e20]; 16 nodes with C = 28: 1e-10 at a >= 100).
 
 constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
                                 1.0 / 132, -691.0 / 32760, 1.0 / 12};
@@ -232,14 +242,90 @@ double log_minus_digamma(double a) {  // as _log_minus_digamma, a >= 10
   return series * inv2 + 0.5 * inv;
 }
 
+// e^u - 1 - u for |u| <= 1 without range reduction: u^2 (1/2! + u/3! + ... + u^(D-2)/D!), whose
+// truncation is below 2/(D+1)! relative (1.6e-17 for D = 18 in double, 4.2e-9 for D = 11 in
+// float, both well under half an ulp); 19 (12) operations instead of fast_expm1_excess's ~27
+// (~18). The node loop's arguments are t·(±panel) with t in [0, 1], so a group whose panels are
+// all <= 1 (a >= ~70 next to the mode, where panel ~ √(2C/x), and everything at a >= 500) uses it.
+template <typename T>
+struct SmallExcess;
+template <>
+struct SmallExcess<double> {
+  static constexpr int degree = 18;
+};
+template <>
+struct SmallExcess<float> {
+  static constexpr int degree = 11;
+};
+
+constexpr double inverse_factorial(int k) {
+  double product = 1;  // exact up to 18!
+  for (int i = 2; i <= k; ++i) product *= i;
+  return 1 / product;
+}
+
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> small_expm1_excess(const Vectorized<T>& u) {
+  using V = Vectorized<T>;
+  constexpr int D = SmallExcess<T>::degree;
+  V q(static_cast<T>(inverse_factorial(D)));
+  for (int j = D - 1; j >= 2; --j) q = at::vec::fmadd(q, u, V(static_cast<T>(inverse_factorial(j))));
+  return q * (u * u);
+}
+
+// (expm1(y), e^y - 1 - y) from one range reduction: fast_expm1 and fast_expm1_excess, bit for bit.
+template <typename T>
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> fast_expm1_with_excess(
+    const Vectorized<T>& y) {
+  using V = Vectorized<T>;
+  std::pair<V, V> parts;
+  auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_expm1), &parts);
+  auto [r, series] = parts;
+  const V scale_minus_one = scale - V(T(1));
+  return {at::vec::fmadd(scale, p, scale_minus_one),
+          at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale_minus_one) - y)};
+}
+
+// log1p on [-0.5, inf): in double the inline one (fdlibm's reduction also covers 1 + u in
+// [0.5, 1), with k = -1; within 1 ulp of mpmath there, tests/special/test_native_kernels.py),
+// 3-4x cheaper than Sleef's double-double one; Sleef's in float.
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> log1p_from_minus_half(const Vectorized<T>& u) {
+  return nonnegative_log1p<T>(u);
+}
+
+// What depends on a alone, kept for the next group when all lanes of a group hold the same a
+// (parameters are usually broadcast): log a - ψ(a) by its series as the vector code rounds it
+// (a >= 10), or ψ(a) (a < 10).
+template <typename T>
+struct GammaMemo {
+  T a = std::numeric_limits<T>::quiet_NaN();
+  Vectorized<T> log_minus_digamma;
+  double digamma = 0;
+};
+
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> log_minus_digamma_series(const Vectorized<T>& a) {
+  using V = Vectorized<T>;
+  V inv = a.reciprocal();
+  V inv2 = inv * inv;
+  V series = V(static_cast<T>(kStirling[6]));
+  for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
+  return at::vec::fmadd(inv, V(T(0.5)), series * inv2);
+}
+
 template <typename T>
 void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double>& lows,
-                 const std::vector<Rule<T>>& rules, Digamma& digamma, bool from_sample) {
+                 const std::vector<Rule<T>>& rules, Digamma& digamma, GammaMemo<T>& memo,
+                 bool from_sample) {
   using V = Vectorized<T>;
   constexpr int W = V::size();
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
   const double small = smallest(a_in, W);
+  bool uniform = true;  // (false for a NaN)
+  for (int k = 1; k < W; ++k) uniform &= a_in[k] == a_in[0];
+  uniform &= a_in[0] == a_in[0];
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
     if (small >= lows[i]) tier = i;
@@ -261,27 +347,28 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V diff = x - a;
   V sign = one.copysign(diff);
   V lower = (one - sign) * V(T(0.5));
+  V is_lower = lower > V(T(0.5));
   V slope = diff.abs();
   V x_safe = at::vec::clamp_min(x, tiny);
-  V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
-  // hypot(slope, sqrt(k C x)) as sqrt(slope^2 + k C x); Sleef's hypot only where that overflows.
-  V k3 = V(T((4.0 / 3.0) * double(cutoff))) * x, k2 = V(T(2 * double(cutoff))) * x;
-  V h3 = at::vec::fmadd(slope, slope, k3).sqrt(), h2 = at::vec::fmadd(slope, slope, k2).sqrt();
+  // Each lane needs one of the two roots, 2C / (slope + √(slope^2 + k C x)) with k = 4/3 (lower
+  // tail) or 2 (upper): one square root and one division for both; Sleef's hypot only where
+  // slope^2 + k C x overflows. Likewise one division for C/slope (lower) and (C + a R)/x (upper).
+  V kx = select(is_lower, V(T((4.0 / 3.0) * double(cutoff))) * x, V(T(2 * double(cutoff))) * x);
+  V h = at::vec::fmadd(slope, slope, kx).sqrt();
   const V inf(std::numeric_limits<T>::infinity());
-  if (((h3 == inf) | (h2 == inf)).zero_mask() != (1 << W) - 1) {  // some lane overflowed
-    h3 = slope.hypot(k3.sqrt());
-    h2 = slope.hypot(k2.sqrt());
-  }
-  V root3 = V(T(2 * double(cutoff))) / (slope + h3);
-  s_lower = at::vec::minimum(s_lower, root3 + at::vec::clamp_min(root3 - one, zero) * V(T(1e30)));
-  V root = V(T(2 * double(cutoff))) / (slope + h2);
-  V s_upper = at::vec::minimum(root, nonnegative_log1p<T>((C + a * root) / x_safe));
-  V end = select(lower > V(T(0.5)), s_lower, s_upper);
+  if ((h == inf).zero_mask() != (1 << W) - 1) h = slope.hypot(kx.sqrt());  // some lane overflowed
+  V root = V(T(2 * double(cutoff))) / (slope + h);
+  V quotient = select(is_lower, C, C + a * root) / select(is_lower, at::vec::clamp_min(slope, tiny), x_safe);
+  V s_lower = at::vec::minimum(quotient, (C + x) / a);
+  s_lower = at::vec::minimum(s_lower, root + at::vec::clamp_min(root - one, zero) * V(T(1e30)));
+  V s_upper = at::vec::minimum(root, nonnegative_log1p<T>(quotient));
+  V end = select(is_lower, s_lower, s_upper);
   V minus_x = x.neg();
   {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
     V signed_end = sign * end;
-    V phi = at::vec::fmadd(minus_x, fast_expm1_excess<T>(signed_end), slope.neg() * end);
-    V dphi = (slope + x * (sign * fast_expm1<T>(signed_end))).neg();
+    auto [expm1_end, excess_end] = fast_expm1_with_excess<T>(signed_end);
+    V phi = at::vec::fmadd(minus_x, excess_end, slope.neg() * end);
+    V dphi = (slope + x * (sign * expm1_end)).neg();
     end = end - (phi + C) / dphi;
   }
   V panel = at::vec::clamp_max(end, C);
@@ -289,17 +376,24 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V minus_slope_panel = slope.neg() * panel;
   V moment0 = zero, moment1 = zero;
   const size_t n = rule.nodes.size();
-  for (size_t i = 0; i < n; ++i) {
-    V node(rule.nodes[i]);
-    V excess = fast_expm1_excess<T>(signed_panel * node);
-    V term = fast_exp<T>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
-    if (i == 0) {
-      moment0 = term * V(rule.weights[i]);
-      moment1 = term * V(rule.node_weights[i]);
-    } else {
-      moment0 = at::vec::fmadd(term, V(rule.weights[i]), moment0);
-      moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
+  auto node_sums = [&](auto excess_of) {
+    for (size_t i = 0; i < n; ++i) {
+      V node(rule.nodes[i]);
+      V excess = excess_of(signed_panel * node);
+      V term = fast_exp<T>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
+      if (i == 0) {
+        moment0 = term * V(rule.weights[i]);
+        moment1 = term * V(rule.node_weights[i]);
+      } else {
+        moment0 = at::vec::fmadd(term, V(rule.weights[i]), moment0);
+        moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
+      }
     }
+  };
+  if ((panel.abs() > one).zero_mask() == (1 << W) - 1) {  // every |u| <= 1 (NaN lanes stay NaN either way)
+    node_sums([](const V& u) { return small_expm1_excess<T>(u); });
+  } else {
+    node_sums([](const V& u) { return fast_expm1_excess<T>(u); });
   }
   moment0 = moment0 * panel;
   moment1 = moment1 * panel * panel;
@@ -313,16 +407,20 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V centred;
   if (small >= 10) {
     V ratio = diff / a;  // (x - a)/a with x - a exact near the mode, not x/a - 1
-    V near = at::vec::clamp(ratio, V(T(-0.5)), one).log1p();
+    V near = log1p_from_minus_half<T>(at::vec::clamp(ratio, V(T(-0.5)), one));
     V outside = at::vec::clamp_min(ratio - one, zero) + at::vec::clamp_min(V(T(-0.5)) - ratio, zero);
     V far_lanes = (outside > zero) | (outside != outside);
     centred = near;
     if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
-    V inv = a.reciprocal();
-    V inv2 = inv * inv;
-    V series = V(static_cast<T>(kStirling[6]));
-    for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
-    centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
+    if (uniform) {
+      if (!(memo.a == a_in[0])) memo = {a_in[0], log_minus_digamma_series<T>(a), 0.0};
+      centred = centred + memo.log_minus_digamma;
+    } else {
+      centred = centred + log_minus_digamma_series<T>(a);
+    }
+  } else if (std::is_same_v<T, double> && uniform) {  // all lanes a < 10: log x - ψ(a)
+    if (!(memo.a == a_in[0])) memo = {a_in[0], V(), digamma(a_in[0])};
+    centred = logarithm() - V(static_cast<T>(memo.digamma));
   } else {
     // In double; lanes with a >= 10 as above (log x - ψ(a), a difference of two numbers ~log a,
     // would lose ε log(a) √a of the result: all of it for float32 at a = 1e15).
@@ -374,18 +472,19 @@ at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::Arra
     const int64_t groups = (total + W - 1) / W;
     at::parallel_for(0, groups, std::max<int64_t>(1, 2048 / W), [&](int64_t begin, int64_t end) {
       Digamma digamma;
+      GammaMemo<T> memo;
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * W;
         const int64_t count = std::min<int64_t>(W, total - start);
         if (count == W) {
-          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, from_sample);
+          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, memo, from_sample);
         } else {  // pad the last group with copies of its first element (same rule)
           T pa[W], pl[W], po[W];
           std::fill(pa, pa + W, ap[start]);
           std::fill(pl, pl + W, lp[start]);
           std::copy(ap + start, ap + start + count, pa);
           std::copy(lp + start, lp + start + count, pl);
-          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma, from_sample);
+          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma, memo, from_sample);
           std::copy(po, po + count, op + start);
         }
       }
