@@ -326,9 +326,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
   const double small = smallest(a_in, W);
-  bool uniform = true;  // (false for a NaN)
-  for (int k = 1; k < W; ++k) uniform &= a_in[k] == a_in[0];
-  uniform &= a_in[0] == a_in[0];
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
     if (small >= lows[i]) tier = i;
@@ -337,6 +334,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const T cutoff = rule.cutoff;
   const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
   V a = V::loadu(a_in);
+  const bool uniform = (a == V(a_in[0])).zero_mask() == 0;  // every lane the same a (not NaN)
   // From a sample, x is the input itself and log x is only taken where it is needed (a < 10, or
   // x far from a); a negative sample gives NaN, as its logarithm does on the torch path.
   V x = from_sample ? V::loadu(input) : V::loadu(input).exp();
@@ -348,7 +346,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     return log_x;
   };
   V diff = x - a;
-  V sign = one.copysign(diff);
+  V sign = (diff & V(T(-0.0))) | one;  // copysign(1, diff) (Sleef's is an out-of-line call)
   V lower = (one - sign) * V(T(0.5));
   V is_lower = lower > V(T(0.5));
   V slope = diff.abs();
@@ -384,7 +382,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   panel.abs().store(panels);
   T widest = 0;
   for (int k = 0; k < W; ++k) widest = std::max(widest, panels[k]);  // (NaN lanes stay NaN anyway)
-  size_t reduced_from = 0;
+  size_t reduced_from = n > 0 && rule.nodes[n - 1] * widest <= T(1) ? n : 0;
   while (reduced_from < n && rule.nodes[reduced_from] * widest <= T(1)) ++reduced_from;
   // (fmadd(term, w, 0) rounds as term * w: the first node needs no case of its own, and the loop
   // body is branch-free.)
