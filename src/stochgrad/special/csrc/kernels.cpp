@@ -295,15 +295,24 @@ struct GammaExcess : ExpRange<double> {
       2.7557255425746435e-06, 2.7557273661348637e-07, 2.510520637395701e-08,
       2.0914679376583935e-09};
 };
+// The Newton step only places the end of the panel: moving it by a relative 1e-8 moves the
+// integral by the integrand there (e^-C) and the rule's error (<= 1e-11) by a like fraction, far
+// below an ulp of the result. Its exponentials take ExpRange's Taylor series to r^8 (truncation
+// 3.4e-9 relative to e^r - 1 - r), five FMAs fewer.
+struct GammaNewton : ExpRange<double> {
+  static constexpr int degree = 8;
+};
 template <typename T>
 struct GammaPolynomials {  // float keeps ExpRange<float>'s (already short) series
   using Exp = ExpRange<T>;
   using Excess = ExpRange<T>;
+  using Newton = ExpRange<T>;
 };
 template <>
 struct GammaPolynomials<double> {
   using Exp = GammaExp;
   using Excess = GammaExcess;
+  using Newton = GammaNewton;
 };
 
 // (expm1(y), e^y - 1 - y) from one range reduction: fast_expm1 and fast_expm1_excess, bit for bit.
@@ -397,7 +406,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V minus_x = x.neg();
   {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
     V signed_end = sign * end;
-    auto [expm1_end, excess_end] = fast_expm1_with_excess<T, typename GammaPolynomials<T>::Excess>(signed_end);
+    auto [expm1_end, excess_end] = fast_expm1_with_excess<T, typename GammaPolynomials<T>::Newton>(signed_end);
     V phi = at::vec::fmadd(minus_x, excess_end, slope.neg() * end);
     V dphi = (slope + x * (sign * expm1_end)).neg();
     end = end - (phi + C) / dphi;
