@@ -434,11 +434,14 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
       moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
     }
   };
-  T xs[W];
-  x.store(xs);
-  T x_least = xs[0];
-  for (int k = 1; k < W; ++k) x_least = std::min(x_least, xs[k]);  // (NaN: either order is fine)
   using S = SmallExcess<T>;
+  T x_least = 0;  // (float has one series for all x)
+  if constexpr (S::degree_from_100 != S::degree) {
+    T xs[W];
+    x.store(xs);
+    x_least = xs[0];
+    for (int k = 1; k < W; ++k) x_least = std::min(x_least, xs[k]);  // (NaN: either order is fine)
+  }
   if (x_least >= T(1000)) {
     node_sums(0, reduced_from, [](const V& u) { return small_expm1_excess<T, S::degree_from_1000>(u); });
   } else if (x_least >= T(100)) {
