@@ -394,7 +394,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   constexpr int W = V::size();
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
-  const double small = smallest(a_in, W);
+  V a = V::loadu(a_in);
+  const bool uniform = (a == V(a_in[0])).zero_mask() == 0;  // every lane the same a (not NaN)
+  const double small = uniform ? static_cast<double>(a_in[0]) : smallest(a_in, W);
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
     if (small >= lows[i]) tier = i;
@@ -402,8 +404,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const Rule<T>& rule = rules[tier];
   const T cutoff = rule.cutoff;
   const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
-  V a = V::loadu(a_in);
-  const bool uniform = (a == V(a_in[0])).zero_mask() == 0;  // every lane the same a (not NaN)
   // From a sample, x is the input itself and log x is only taken where it is needed (a < 10, or
   // x far from a); a negative sample gives NaN, as its logarithm does on the torch path.
   V x = from_sample ? V::loadu(input) : V::loadu(input).exp();
