@@ -222,15 +222,22 @@ __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vect
 // ---------------------------------------------------------------------------------------------
 // Gamma: d log x / da (see special/gamma.py for the math; names follow _log_grad_block).
 //
-// Where the time goes (float64, AVX-512, 8 lanes a group, one core): ~2 ns an element a node in
-// the node loop (two exponentials a node) and, before this section was trimmed, ~23 ns an element
-// of set-up (ten divisions, two square roots, Sleef's double-double log1p, two exponential range
-// reductions in the Newton step, ψ or the Stirling series per group). The set-up now shares what
-// the two tails' bounds and the Newton step have in common and memoizes what depends on a alone;
-// the node loop skips the range reduction of e^u - 1 - u where every |u| <= 1. Fewer nodes do not
-// pay at large a: near the mode the integrand is ~exp(-C t^2) on t in [0, 1] whatever a is, so
-// the Gauss-Legendre error at n nodes does not fall as a grows (20 nodes: 1.2e-12, 18: 1.1e-10,
-// 16: 7.7e-10 over a in [30, 1e20]; 16 nodes with C = 28: 1e-10 at a >= 100).
+// Where the time went (float64, AVX-512, 8 lanes a group, one shared core): ~2 ns an element a
+// node in the node loop (two exponentials a node) and ~23 ns an element of set-up (ten divisions,
+// two square roots, Sleef's double-double log1p, two range reductions in the Newton step, ψ or the
+// Stirling series per group, an out-of-line copysign). Now: one square root and one division
+// serve both tails' bounds; what depends on a alone is kept while a repeats (GammaMemo); the
+// Newton step shares one range reduction and, like the upper tail's log1p bound, computes only
+// to ~1e-9 (it places the panel's end, to which the result is insensitive: see GammaNewton); the
+// node loop forms e^u - 1 - u without range reduction where |u| <= 1 (small_expm1_excess) and
+// uses minimax polynomials after range reduction (GammaExp, GammaExcess). Differences from the
+// torch path beyond those of the file's header: these polynomials and series, all within an ulp
+// or two of its terms, and the Newton step's start and exponentials, which move the panel's end
+// by ~1e-9 relative and the result by far less than an ulp. Fewer nodes do not pay at large a:
+// near the mode the integrand is ~exp(-C t^2) on t in [0, 1] whatever a is, so the
+// Gauss-Legendre error at n nodes does not fall as a grows (against a 96-node rule over a in
+// [30, 1e20]: 20 nodes 1.2e-12, 18 nodes 1.1e-10, 16 nodes 7.7e-10; with C = 30, 18 nodes
+// 1.6e-11; with C = 28, 16 nodes 1e-10 at a >= 100).
 
 constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
                                 1.0 / 132, -691.0 / 32760, 1.0 / 12};
@@ -272,7 +279,9 @@ template <typename T, int D>
 __attribute__((always_inline)) inline Vectorized<T> small_expm1_excess(const Vectorized<T>& u) {
   using V = Vectorized<T>;
   V q(static_cast<T>(inverse_factorial(D)));
-  for (int j = D - 1; j >= 2; --j) q = at::vec::fmadd(q, u, V(static_cast<T>(inverse_factorial(j))));
+  for (int j = D - 1; j >= 2; --j) {
+    q = at::vec::fmadd(q, u, V(static_cast<T>(inverse_factorial(j))));
+  }
   return q * (u * u);
 }
 
@@ -317,8 +326,8 @@ struct GammaPolynomials<double> {
 
 // (expm1(y), e^y - 1 - y) from one range reduction: fast_expm1 and fast_expm1_excess, bit for bit.
 template <typename T, typename R = ExpRange<T>>
-__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> fast_expm1_with_excess(
-    const Vectorized<T>& y) {
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>>
+fast_expm1_with_excess(const Vectorized<T>& y) {
   using V = Vectorized<T>;
   std::pair<V, V> parts;
   auto [scale, p] = exp_reduce<T, R>(y, T(ExpRange<T>::low_expm1), &parts);
@@ -377,7 +386,8 @@ struct GammaMemo {
 };
 
 template <typename T>
-__attribute__((always_inline)) inline Vectorized<T> log_minus_digamma_series(const Vectorized<T>& a) {
+__attribute__((always_inline)) inline Vectorized<T> log_minus_digamma_series(
+    const Vectorized<T>& a) {
   using V = Vectorized<T>;
   V inv = a.reciprocal();
   V inv2 = inv * inv;
@@ -391,6 +401,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
                  const std::vector<Rule<T>>& rules, Digamma& digamma, GammaMemo<T>& memo,
                  bool from_sample) {
   using V = Vectorized<T>;
+  using P = GammaPolynomials<T>;
   constexpr int W = V::size();
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
@@ -426,9 +437,10 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V kx = select(is_lower, V(T((4.0 / 3.0) * double(cutoff))) * x, V(T(2 * double(cutoff))) * x);
   V h = at::vec::fmadd(slope, slope, kx).sqrt();
   const V inf(std::numeric_limits<T>::infinity());
-  if ((h == inf).zero_mask() != (1 << W) - 1) h = slope.hypot(kx.sqrt());  // some lane overflowed
+  if ((h == inf).zero_mask() != (1 << W) - 1) h = slope.hypot(kx.sqrt());  // a lane overflowed
   V root = V(T(2 * double(cutoff))) / (slope + h);
-  V quotient = select(is_lower, C, C + a * root) / select(is_lower, at::vec::clamp_min(slope, tiny), x_safe);
+  V quotient = select(is_lower, C, C + a * root) /
+               select(is_lower, at::vec::clamp_min(slope, tiny), x_safe);
   V s_lower = at::vec::minimum(quotient, (C + x) / a);
   s_lower = at::vec::minimum(s_lower, root + at::vec::clamp_min(root - one, zero) * V(T(1e30)));
   V s_upper = at::vec::minimum(root, log1p_rough<T>(quotient));
@@ -436,7 +448,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V minus_x = x.neg();
   {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
     V signed_end = sign * end;
-    auto [expm1_end, excess_end] = fast_expm1_with_excess<T, typename GammaPolynomials<T>::Newton>(signed_end);
+    auto [expm1_end, excess_end] = fast_expm1_with_excess<T, typename P::Newton>(signed_end);
     V phi = at::vec::fmadd(minus_x, excess_end, slope.neg() * end);
     V dphi = (slope + x * (sign * expm1_end)).neg();
     end = end - (phi + C) / dphi;
@@ -450,7 +462,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   T panels[W];
   panel.abs().store(panels);
   T widest = 0;
-  for (int k = 0; k < W; ++k) widest = std::max(widest, panels[k]);  // (NaN lanes stay NaN anyway)
+  for (int k = 0; k < W; ++k) widest = std::max(widest, panels[k]);  // (a NaN lane stays NaN)
   size_t reduced_from = n > 0 && rule.nodes[n - 1] * widest <= T(1) ? n : 0;
   while (reduced_from < n && rule.nodes[reduced_from] * widest <= T(1)) ++reduced_from;
   // (fmadd(term, w, 0) rounds as term * w: the first node needs no case of its own, and the loop
@@ -459,7 +471,8 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     for (size_t i = from; i < to; ++i) {
       V node(rule.nodes[i]);
       V excess = excess_of(signed_panel * node);
-      V term = fast_exp<T, typename GammaPolynomials<T>::Exp>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
+      V exponent = at::vec::fmadd(excess, minus_x, minus_slope_panel * node);
+      V term = fast_exp<T, typename P::Exp>(exponent);
       moment0 = at::vec::fmadd(term, V(rule.weights[i]), moment0);
       moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
     }
@@ -470,8 +483,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     T xs[W];
     x.store(xs);
     x_least = xs[0];
-    for (int k = 1; k < W; ++k) x_least = std::min(x_least, xs[k]);  // (NaN: either order is fine)
+    for (int k = 1; k < W; ++k) x_least = std::min(x_least, xs[k]);  // (NaN: either way)
   }
+  // (lambdas, not function pointers, so that each loop is compiled with its series inline)
   if (x_least >= T(1000)) {
     node_sums(0, reduced_from, [](const V& u) { return small_expm1_excess<T, S::degree_from_1000>(u); });
   } else if (x_least >= T(100)) {
@@ -479,7 +493,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   } else {
     node_sums(0, reduced_from, [](const V& u) { return small_expm1_excess<T, S::degree>(u); });
   }
-  node_sums(reduced_from, n, [](const V& u) { return fast_expm1_excess<T, typename GammaPolynomials<T>::Excess>(u); });
+  node_sums(reduced_from, n, [](const V& u) { return fast_expm1_excess<T, typename P::Excess>(u); });
   moment0 = moment0 * panel;
   moment1 = moment1 * panel * panel;
   V beyond = at::vec::clamp_min(end - C, zero) * lower;
@@ -496,7 +510,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     V outside = at::vec::clamp_min(ratio - one, zero) + at::vec::clamp_min(V(T(-0.5)) - ratio, zero);
     V far_lanes = (outside > zero) | (outside != outside);
     centred = near;
-    if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
+    if (far_lanes.zero_mask() != (1 << W) - 1) {
+      centred = select(far_lanes, logarithm() - a.log(), near);
+    }
     if (uniform) {
       if (!(memo.a == a_in[0])) memo = {a_in[0], log_minus_digamma_series<T>(a), 0.0};
       centred = centred + memo.log_minus_digamma;
@@ -562,7 +578,8 @@ at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::Arra
         const int64_t start = g * W;
         const int64_t count = std::min<int64_t>(W, total - start);
         if (count == W) {
-          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, memo, from_sample);
+          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, memo,
+                         from_sample);
         } else {  // pad the last group with copies of its first element (same rule)
           T pa[W], pl[W], po[W];
           std::fill(pa, pa + W, ap[start]);
