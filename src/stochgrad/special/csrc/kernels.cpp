@@ -112,6 +112,7 @@ struct ExpRange<double> {
   static constexpr double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
                           ln2_lo = 1.90821492927058770002e-10;
   static constexpr double low_exp = -708.0, low_expm1 = -60.0, high = 710.0;
+  static constexpr bool clamp_low = true, clamp_high = true;
   static constexpr int degree = 13, bias = 1023, mantissa = 52;
   static constexpr double inverse_factorial[] = {
       1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
@@ -122,6 +123,7 @@ struct ExpRange<float> {
   using Int = int32_t;
   static constexpr float log2e = 1.44269504f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   static constexpr float low_exp = -87.0f, low_expm1 = -25.0f, high = 89.0f;
+  static constexpr bool clamp_low = true, clamp_high = true;
   static constexpr int degree = 8, bias = 127, mantissa = 23;
   static constexpr float inverse_factorial[] = {
       1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
@@ -129,13 +131,16 @@ struct ExpRange<float> {
 
 // (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high]; with parts, also r and
 // expm1(r) - r = r^2 q(r) (before the rounding of r + r^2 q). R: the constants and q's
-// coefficients (R::inverse_factorial[j] multiplies r^j; ExpRange's Taylor series by default).
+// coefficients (R::inverse_factorial[j] multiplies r^j; ExpRange's Taylor series by default),
+// and which clamps a caller whose arguments cannot leave the range may skip.
 template <typename T, typename R = ExpRange<T>>
 __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(
     const Vectorized<T>& y, T low, std::pair<Vectorized<T>, Vectorized<T>>* parts = nullptr) {
   using V = Vectorized<T>;
   using I = Vectorized<typename R::Int>;
-  V yc = at::vec::clamp(y, V(low), V(T(R::high)));
+  V yc = y;  // clamp_min then clamp_max rounds as clamp
+  if constexpr (R::clamp_low) yc = at::vec::clamp_min(yc, V(low));
+  if constexpr (R::clamp_high) yc = at::vec::clamp_max(yc, V(T(R::high)));
   V k = (yc * V(T(R::log2e))).round();
   V r = at::vec::fmadd(k, V(T(-R::ln2_hi)), yc);
   r = at::vec::fmadd(k, V(T(-R::ln2_lo)), r);
@@ -230,7 +235,8 @@ __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vect
 // Newton step shares one range reduction and, like the upper tail's log1p bound, computes only
 // to ~1e-9 (it places the panel's end, to which the result is insensitive: see GammaNewton); the
 // node loop forms e^u - 1 - u without range reduction where |u| <= 1 (small_expm1_excess) and
-// uses minimax polynomials after range reduction (GammaExp, GammaExcess). Differences from the
+// uses minimax polynomials after range reduction (GammaExp, GammaExcess), without the clamps its
+// arguments cannot reach (|u| <= panel <= C, exponents <= 0: the same bits). Differences from the
 // torch path beyond those of the file's header: these polynomials and series, all within an ulp
 // or two of its terms, and the Newton step's start and exponentials, which move the panel's end
 // by ~1e-9 relative and the result by far less than an ulp. Fewer nodes do not pay at large a:
@@ -291,6 +297,7 @@ __attribute__((always_inline)) inline Vectorized<T> small_expm1_excess(const Vec
 // for e^u - 1 - u (4.9e-18 relative to it). Two and one FMAs fewer: ~8% of a node.
 struct GammaExp : ExpRange<double> {
   static constexpr int degree = 11;
+  static constexpr bool clamp_high = false;  // the node loop's exponents are <= 0
   static constexpr double inverse_factorial[] = {
       1.0, 1.0, 0.5000000000000001, 0.16666666666666669, 0.041666666666624164,
       0.008333333333330065, 0.0013888888917196719, 0.00019841269863040545, 2.4801521322368692e-05,
@@ -298,6 +305,7 @@ struct GammaExp : ExpRange<double> {
 };
 struct GammaExcess : ExpRange<double> {
   static constexpr int degree = 12;
+  static constexpr bool clamp_low = false, clamp_high = false;  // |u| <= panel <= C
   static constexpr double inverse_factorial[] = {
       1.0, 1.0, 0.5, 0.1666666666666667, 0.04166666666666667, 0.008333333333326141,
       0.0013888888888883752, 0.00019841269874800493, 2.4801587325533363e-05,
@@ -312,9 +320,17 @@ struct GammaNewton : ExpRange<double> {
   static constexpr int degree = 8;
 };
 template <typename T>
-struct GammaPolynomials {  // float keeps ExpRange<float>'s (already short) series
-  using Exp = ExpRange<T>;
-  using Excess = ExpRange<T>;
+struct GammaExpShort : ExpRange<T> {  // float keeps ExpRange<float>'s (already short) series
+  static constexpr bool clamp_high = false;
+};
+template <typename T>
+struct GammaExcessShort : ExpRange<T> {
+  static constexpr bool clamp_low = false, clamp_high = false;
+};
+template <typename T>
+struct GammaPolynomials {
+  using Exp = GammaExpShort<T>;
+  using Excess = GammaExcessShort<T>;
   using Newton = ExpRange<T>;
 };
 template <>
