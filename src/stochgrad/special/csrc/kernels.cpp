@@ -116,6 +116,7 @@ struct ExpRange<double> {
   static constexpr double log2e = 1.4426950408889634, ln2_hi = 6.93147180369123816490e-01,
                           ln2_lo = 1.90821492927058770002e-10;
   static constexpr double low_exp = -708.0, low_expm1 = -60.0, high = 710.0;
+  static constexpr bool clamp_low = true, clamp_high = true;
   static constexpr int degree = 13, bias = 1023, mantissa = 52;
   static constexpr double inverse_factorial[] = {
       1.0, 1.0, 1.0 / 2, 1.0 / 6, 1.0 / 24, 1.0 / 120, 1.0 / 720, 1.0 / 5040, 1.0 / 40320,
@@ -126,20 +127,24 @@ struct ExpRange<float> {
   using Int = int32_t;
   static constexpr float log2e = 1.44269504f, ln2_hi = 0.693359375f, ln2_lo = -2.12194440e-4f;
   static constexpr float low_exp = -87.0f, low_expm1 = -25.0f, high = 89.0f;
+  static constexpr bool clamp_low = true, clamp_high = true;
   static constexpr int degree = 8, bias = 127, mantissa = 23;
   static constexpr float inverse_factorial[] = {
       1.0f, 1.0f, 1.0f / 2, 1.0f / 6, 1.0f / 24, 1.0f / 120, 1.0f / 720, 1.0f / 5040, 1.0f / 40320};
 };
 
 // (2^k, expm1(r)) for y = k ln 2 + r, y clamped to [low, high]; with parts, also r and
-// expm1(r) - r = r^2 q(r) (before the rounding of r + r^2 q).
-template <typename T>
+// expm1(r) - r = r^2 q(r) (before the rounding of r + r^2 q). R: the constants and q's
+// coefficients (R::inverse_factorial[j] multiplies r^j; ExpRange's Taylor series by default),
+// and which clamps a caller whose arguments cannot leave the range may skip.
+template <typename T, typename R = ExpRange<T>>
 __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> exp_reduce(
     const Vectorized<T>& y, T low, std::pair<Vectorized<T>, Vectorized<T>>* parts = nullptr) {
   using V = Vectorized<T>;
-  using R = ExpRange<T>;
   using I = Vectorized<typename R::Int>;
-  V yc = at::vec::clamp(y, V(low), V(T(R::high)));
+  V yc = y;  // clamp_min then clamp_max rounds as clamp
+  if constexpr (R::clamp_low) yc = at::vec::clamp_min(yc, V(low));
+  if constexpr (R::clamp_high) yc = at::vec::clamp_max(yc, V(T(R::high)));
   V k = (yc * V(T(R::log2e))).round();
   V r = at::vec::fmadd(k, V(T(-R::ln2_hi)), yc);
   r = at::vec::fmadd(k, V(T(-R::ln2_lo)), r);
@@ -154,9 +159,9 @@ __attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>> ex
   return {scale, p};
 }
 
-template <typename T>
+template <typename T, typename R = ExpRange<T>>
 __attribute__((always_inline)) inline Vectorized<T> fast_exp(const Vectorized<T>& y) {
-  auto [scale, p] = exp_reduce<T>(y, T(ExpRange<T>::low_exp));
+  auto [scale, p] = exp_reduce<T, R>(y, T(ExpRange<T>::low_exp));
   return at::vec::fmadd(scale, p, scale);
 }
 
@@ -169,11 +174,11 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1(const Vectorized<
 // e^y - 1 - y without cancellation (elementary.expm1_excess) as 2^k r^2 q(r) + ((2^k r +
 // 2^k - 1) - y): where the reduction leaves k = 0 (|y| < ln(2)/2) r = y and the bracket is
 // exactly 0; elsewhere the bracket loses at most ~2.5 bits, as expm1(y) - y.
-template <typename T>
+template <typename T, typename R = ExpRange<T>>
 __attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vectorized<T>& y) {
   using V = Vectorized<T>;
   std::pair<V, V> parts;
-  V scale = exp_reduce<T>(y, T(ExpRange<T>::low_expm1), &parts).first;
+  V scale = exp_reduce<T, R>(y, T(ExpRange<T>::low_expm1), &parts).first;
   auto [r, series] = parts;
   return at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale - V(T(1))) - y);
 }
@@ -229,6 +234,24 @@ __attribute__((always_inline)) inline Vectorized<L> nonnegative_log1p(const Vect
 
 // ---------------------------------------------------------------------------------------------
 // Gamma: d log x / da (see special/gamma.py for the math; names follow _log_grad_block).
+//
+// Where the time went (float64, AVX-512, 8 lanes a group, one shared core): ~2 ns an element a
+// node in the node loop (two exponentials a node) and ~23 ns an element of set-up (ten divisions,
+// two square roots, Sleef's double-double log1p, two range reductions in the Newton step, ψ or the
+// Stirling series per group, an out-of-line copysign). Now: one square root and one division
+// serve both tails' bounds; what depends on a alone is kept while a repeats (GammaMemo); the
+// Newton step shares one range reduction and, like the upper tail's log1p bound, computes only
+// to ~1e-9 (it places the panel's end, to which the result is insensitive: see GammaNewton); the
+// node loop forms e^u - 1 - u without range reduction where |u| <= 1 (small_expm1_excess) and
+// uses minimax polynomials after range reduction (GammaExp, GammaExcess), without the clamps its
+// arguments cannot reach (|u| <= panel <= C, exponents <= 0: the same bits). Differences from the
+// torch path beyond those of the file's header: these polynomials and series, all within an ulp
+// or two of its terms, and the Newton step's start and exponentials, which move the panel's end
+// by ~1e-9 relative and the result by far less than an ulp. Fewer nodes do not pay at large a:
+// near the mode the integrand is ~exp(-C t^2) on t in [0, 1] whatever a is, so the
+// Gauss-Legendre error at n nodes does not fall as a grows (against a 96-node rule over a in
+// [30, 1e20]: 20 nodes 1.2e-12, 18 nodes 1.1e-10, 16 nodes 7.7e-10; with C = 30, 18 nodes
+// 1.6e-11; with C = 28, 16 nodes 1e-10 at a >= 100).
 
 constexpr double kStirling[] = {1.0 / 12,  -1.0 / 120,      1.0 / 252, -1.0 / 240,
                                 1.0 / 132, -691.0 / 32760, 1.0 / 12};
@@ -240,14 +263,175 @@ double log_minus_digamma(double a) {  // as _log_minus_digamma, a >= 10
   return series * inv2 + 0.5 * inv;
 }
 
+// e^u - 1 - u for |u| <= 1 without range reduction: u^2 (1/2! + u/3! + ... + u^(D-2)/D!), whose
+// truncation is below 2/(D+1)! relative (1.6e-17 for D = 18 in double, 4.2e-9 for D = 11 in
+// float, both well under half an ulp); 19 (12) operations instead of fast_expm1_excess's ~27
+// (~18). The node loop's arguments are t·(±panel) with t in [0, 1]: the nodes with t·panel <= 1
+// in every lane use it (all of them at a >= ~70 next to the mode, where panel ~ √(2C/x), and at
+// a >= 500; about a third of them at a = 5). In double, a larger x allows a shorter series: an
+// exponent error x g(u) δ (δ the relative truncation) moves the node's term e^(-x g) by
+// x g e^(-x g) δ, whose maximum over |u| <= 1, relative to the node sum (>= 0.1 of its largest
+// term), is below 3e-17 for D = 13 where every x >= 100 and for D = 10 where every x >= 1000.
+template <typename T>
+struct SmallExcess;
+template <>
+struct SmallExcess<double> {
+  static constexpr int degree = 18, degree_from_100 = 13, degree_from_1000 = 10;
+};
+template <>
+struct SmallExcess<float> {
+  static constexpr int degree = 11, degree_from_100 = 11, degree_from_1000 = 11;
+};
+
+constexpr double inverse_factorial(int k) {
+  double product = 1;  // exact up to 18!
+  for (int i = 2; i <= k; ++i) product *= i;
+  return 1 / product;
+}
+
+template <typename T, int D>
+__attribute__((always_inline)) inline Vectorized<T> small_expm1_excess(const Vectorized<T>& u) {
+  using V = Vectorized<T>;
+  V q(static_cast<T>(inverse_factorial(D)));
+  for (int j = D - 1; j >= 2; --j) {
+    q = at::vec::fmadd(q, u, V(static_cast<T>(inverse_factorial(j))));
+  }
+  return q * (u * u);
+}
+
+// Minimax q(r) ~ (e^r - 1 - r)/r^2 on |r| <= ln(2)/2 (mpmath.chebyfit at 50 digits) for the
+// Gamma kernel in double, in place of ExpRange's Taylor series to r^13: degree 9 for e^y (q's
+// relative error 2.3e-16 moves e^r by at most r^2/e^r <= 0.06 of that, 1.4e-17) and degree 10
+// for e^u - 1 - u (4.9e-18 relative to it). Two and one FMAs fewer: ~8% of a node.
+struct GammaExp : ExpRange<double> {
+  static constexpr int degree = 11;
+  static constexpr bool clamp_high = false;  // the node loop's exponents are <= 0
+  static constexpr double inverse_factorial[] = {
+      1.0, 1.0, 0.5000000000000001, 0.16666666666666669, 0.041666666666624164,
+      0.008333333333330065, 0.0013888888917196719, 0.00019841269863040545, 2.4801521322368692e-05,
+      2.7557268480310024e-06, 2.7620075879983367e-07, 2.5100375832561234e-08};
+};
+struct GammaExcess : ExpRange<double> {
+  static constexpr int degree = 12;
+  static constexpr bool clamp_low = false, clamp_high = false;  // |u| <= panel <= C
+  static constexpr double inverse_factorial[] = {
+      1.0, 1.0, 0.5, 0.1666666666666667, 0.04166666666666667, 0.008333333333326141,
+      0.0013888888888883752, 0.00019841269874800493, 2.4801587325533363e-05,
+      2.7557255425746435e-06, 2.7557273661348637e-07, 2.510520637395701e-08,
+      2.0914679376583935e-09};
+};
+// The Newton step only places the end of the panel: moving it by a relative 1e-8 moves the
+// integral by the integrand there (e^-C) and the rule's error (<= 1e-11) by a like fraction, far
+// below an ulp of the result. Its exponentials take ExpRange's Taylor series to r^8 (truncation
+// 3.4e-9 relative to e^r - 1 - r), five FMAs fewer.
+struct GammaNewton : ExpRange<double> {
+  static constexpr int degree = 8;
+};
+template <typename T>
+struct GammaExpShort : ExpRange<T> {  // float keeps ExpRange<float>'s (already short) series
+  static constexpr bool clamp_high = false;
+};
+template <typename T>
+struct GammaExcessShort : ExpRange<T> {
+  static constexpr bool clamp_low = false, clamp_high = false;
+};
+template <typename T>
+struct GammaPolynomials {
+  using Exp = GammaExpShort<T>;
+  using Excess = GammaExcessShort<T>;
+  using Newton = ExpRange<T>;
+};
+template <>
+struct GammaPolynomials<double> {
+  using Exp = GammaExp;
+  using Excess = GammaExcess;
+  using Newton = GammaNewton;
+};
+
+// (expm1(y), e^y - 1 - y) from one range reduction: fast_expm1 and fast_expm1_excess, bit for bit.
+template <typename T, typename R = ExpRange<T>>
+__attribute__((always_inline)) inline std::pair<Vectorized<T>, Vectorized<T>>
+fast_expm1_with_excess(const Vectorized<T>& y) {
+  using V = Vectorized<T>;
+  std::pair<V, V> parts;
+  auto [scale, p] = exp_reduce<T, R>(y, T(ExpRange<T>::low_expm1), &parts);
+  auto [r, series] = parts;
+  const V scale_minus_one = scale - V(T(1));
+  return {at::vec::fmadd(scale, p, scale_minus_one),
+          at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale_minus_one) - y)};
+}
+
+// log1p on [-0.5, inf): in double the inline one (fdlibm's reduction also covers 1 + u in
+// [0.5, 1), with k = -1; within 1 ulp of mpmath there, tests/special/test_native_kernels.py),
+// 3-4x cheaper than Sleef's double-double one; Sleef's in float.
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> log1p_from_minus_half(const Vectorized<T>& u) {
+  return nonnegative_log1p<T>(u);
+}
+
+// log1p(v) for v >= 0 to ~1e-10 relative, for the upper tail's bound log1p((C + a R)/x) that only
+// starts the Newton step (see GammaNewton): log1p_nonnegative's reduction (1 + v = 2^k m, m in
+// [√½, √2)) without its rounding correction, and 2 atanh(f/(2 + f)) to s^11 (|s| <= 0.172:
+// truncation below 3e-11). One division and ~20 operations instead of two and ~40. In float the
+// Sleef one, as before.
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> log1p_rough(const Vectorized<T>& v) {
+  if constexpr (std::is_same_v<T, double>) {
+    using V = Vectorized<double>;
+    using I = Vectorized<int64_t>;
+    const V one(1.0);
+    I bits = at::vec::cast<int64_t>(v + one);
+    I hu = (bits >> I(32)) + I(0x3ff00000 - 0x3fe6a09e);
+    V dk = at::vec::convert_to_fp_of_same_size<double>((hu >> I(20)) - I(0x3ff));
+    I reduced = (((hu & I(0x000fffff)) + I(0x3fe6a09e)) << I(32)) | (bits & I(0xffffffffLL));
+    V f = at::vec::cast<double>(reduced) - one;
+    V s = f / (V(2.0) + f);
+    V z = s * s;
+    V series = at::vec::fmadd(z, V(2.0 / 11), V(2.0 / 9));
+    series = at::vec::fmadd(series, z, V(2.0 / 7));
+    series = at::vec::fmadd(series, z, V(2.0 / 5));
+    series = at::vec::fmadd(series, z, V(2.0 / 3));
+    series = at::vec::fmadd(series, z, V(2.0));
+    V result = at::vec::fmadd(dk, V(0.6931471805599453), s * series);
+    return select((v == V(std::numeric_limits<double>::infinity())) | (v != v), v, result);
+  } else {
+    return v.log1p();
+  }
+}
+
+// What depends on a alone, kept for the next group when all lanes of a group hold the same a
+// (parameters are usually broadcast): log a - ψ(a) by its series as the vector code rounds it
+// (a >= 10), or ψ(a) (a < 10).
+template <typename T>
+struct GammaMemo {
+  T a = std::numeric_limits<T>::quiet_NaN();
+  Vectorized<T> log_minus_digamma;
+  double digamma = 0;
+};
+
+template <typename T>
+__attribute__((always_inline)) inline Vectorized<T> log_minus_digamma_series(
+    const Vectorized<T>& a) {
+  using V = Vectorized<T>;
+  V inv = a.reciprocal();
+  V inv2 = inv * inv;
+  V series = V(static_cast<T>(kStirling[6]));
+  for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
+  return at::vec::fmadd(inv, V(T(0.5)), series * inv2);
+}
+
 template <typename T>
 void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double>& lows,
-                 const std::vector<Rule<T>>& rules, Digamma& digamma, bool from_sample) {
+                 const std::vector<Rule<T>>& rules, Digamma& digamma, GammaMemo<T>& memo,
+                 bool from_sample) {
   using V = Vectorized<T>;
+  using P = GammaPolynomials<T>;
   constexpr int W = V::size();
   // input: log x, or x itself when from_sample (then the result is dx/da = x d log x/da, and 0
   // where x = 0, as standard_gamma_grad).
-  const double small = smallest(a_in, W);
+  V a = V::loadu(a_in);
+  const bool uniform = (a == V(a_in[0])).zero_mask() == 0;  // every lane the same a (not NaN)
+  const double small = uniform ? static_cast<double>(a_in[0]) : smallest(a_in, W);
   size_t tier = 0;
   for (size_t i = 0; i < lows.size(); ++i) {
     if (small >= lows[i]) tier = i;
@@ -255,7 +439,6 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   const Rule<T>& rule = rules[tier];
   const T cutoff = rule.cutoff;
   const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
-  V a = V::loadu(a_in);
   // From a sample, x is the input itself and log x is only taken where it is needed (a < 10, or
   // x far from a); a negative sample gives NaN, as its logarithm does on the torch path.
   V x = from_sample ? V::loadu(input) : V::loadu(input).exp();
@@ -267,29 +450,31 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
     return log_x;
   };
   V diff = x - a;
-  V sign = one.copysign(diff);
+  V sign = (diff & V(T(-0.0))) | one;  // copysign(1, diff) (Sleef's is an out-of-line call)
   V lower = (one - sign) * V(T(0.5));
+  V is_lower = lower > V(T(0.5));
   V slope = diff.abs();
   V x_safe = at::vec::clamp_min(x, tiny);
-  V s_lower = at::vec::minimum(C / at::vec::clamp_min(slope, tiny), (C + x) / a);
-  // hypot(slope, sqrt(k C x)) as sqrt(slope^2 + k C x); Sleef's hypot only where that overflows.
-  V k3 = V(T((4.0 / 3.0) * double(cutoff))) * x, k2 = V(T(2 * double(cutoff))) * x;
-  V h3 = at::vec::fmadd(slope, slope, k3).sqrt(), h2 = at::vec::fmadd(slope, slope, k2).sqrt();
+  // Each lane needs one of the two roots, 2C / (slope + √(slope^2 + k C x)) with k = 4/3 (lower
+  // tail) or 2 (upper): one square root and one division for both; Sleef's hypot only where
+  // slope^2 + k C x overflows. Likewise one division for C/slope (lower) and (C + a R)/x (upper).
+  V kx = select(is_lower, V(T((4.0 / 3.0) * double(cutoff))) * x, V(T(2 * double(cutoff))) * x);
+  V h = at::vec::fmadd(slope, slope, kx).sqrt();
   const V inf(std::numeric_limits<T>::infinity());
-  if (((h3 == inf) | (h2 == inf)).zero_mask() != (1 << W) - 1) {  // some lane overflowed
-    h3 = slope.hypot(k3.sqrt());
-    h2 = slope.hypot(k2.sqrt());
-  }
-  V root3 = V(T(2 * double(cutoff))) / (slope + h3);
-  s_lower = at::vec::minimum(s_lower, root3 + at::vec::clamp_min(root3 - one, zero) * V(T(1e30)));
-  V root = V(T(2 * double(cutoff))) / (slope + h2);
-  V s_upper = at::vec::minimum(root, nonnegative_log1p<T>((C + a * root) / x_safe));
-  V end = select(lower > V(T(0.5)), s_lower, s_upper);
+  if ((h == inf).zero_mask() != (1 << W) - 1) h = slope.hypot(kx.sqrt());  // a lane overflowed
+  V root = V(T(2 * double(cutoff))) / (slope + h);
+  V quotient = select(is_lower, C, C + a * root) /
+               select(is_lower, at::vec::clamp_min(slope, tiny), x_safe);
+  V s_lower = at::vec::minimum(quotient, (C + x) / a);
+  s_lower = at::vec::minimum(s_lower, root + at::vec::clamp_min(root - one, zero) * V(T(1e30)));
+  V s_upper = at::vec::minimum(root, log1p_rough<T>(quotient));
+  V end = select(is_lower, s_lower, s_upper);
   V minus_x = x.neg();
   {  // one Newton step (_NEWTON_STEPS); φ(s) = -slope s - x g(sign s), g(u) = e^u - 1 - u
     V signed_end = sign * end;
-    V phi = at::vec::fmadd(minus_x, fast_expm1_excess<T>(signed_end), slope.neg() * end);
-    V dphi = (slope + x * (sign * fast_expm1<T>(signed_end))).neg();
+    auto [expm1_end, excess_end] = fast_expm1_with_excess<T, typename P::Newton>(signed_end);
+    V phi = at::vec::fmadd(minus_x, excess_end, slope.neg() * end);
+    V dphi = (slope + x * (sign * expm1_end)).neg();
     end = end - (phi + C) / dphi;
   }
   V panel = at::vec::clamp_max(end, C);
@@ -297,18 +482,42 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V minus_slope_panel = slope.neg() * panel;
   V moment0 = zero, moment1 = zero;
   const size_t n = rule.nodes.size();
-  for (size_t i = 0; i < n; ++i) {
-    V node(rule.nodes[i]);
-    V excess = fast_expm1_excess<T>(signed_panel * node);
-    V term = fast_exp<T>(at::vec::fmadd(excess, minus_x, minus_slope_panel * node));
-    if (i == 0) {
-      moment0 = term * V(rule.weights[i]);
-      moment1 = term * V(rule.node_weights[i]);
-    } else {
+  // Nodes t with t·max|panel| <= 1 (a prefix: the nodes ascend) take g without range reduction.
+  T panels[W];
+  panel.abs().store(panels);
+  T widest = 0;
+  for (int k = 0; k < W; ++k) widest = std::max(widest, panels[k]);  // (a NaN lane stays NaN)
+  size_t reduced_from = n > 0 && rule.nodes[n - 1] * widest <= T(1) ? n : 0;
+  while (reduced_from < n && rule.nodes[reduced_from] * widest <= T(1)) ++reduced_from;
+  // (fmadd(term, w, 0) rounds as term * w: the first node needs no case of its own, and the loop
+  // body is branch-free.)
+  auto node_sums = [&](size_t from, size_t to, auto excess_of) {
+    for (size_t i = from; i < to; ++i) {
+      V node(rule.nodes[i]);
+      V excess = excess_of(signed_panel * node);
+      V exponent = at::vec::fmadd(excess, minus_x, minus_slope_panel * node);
+      V term = fast_exp<T, typename P::Exp>(exponent);
       moment0 = at::vec::fmadd(term, V(rule.weights[i]), moment0);
       moment1 = at::vec::fmadd(term, V(rule.node_weights[i]), moment1);
     }
+  };
+  using S = SmallExcess<T>;
+  T x_least = 0;  // (float has one series for all x)
+  if constexpr (S::degree_from_100 != S::degree) {
+    T xs[W];
+    x.store(xs);
+    x_least = xs[0];
+    for (int k = 1; k < W; ++k) x_least = std::min(x_least, xs[k]);  // (NaN: either way)
   }
+  // (lambdas, not function pointers, so that each loop is compiled with its series inline)
+  if (x_least >= T(1000)) {
+    node_sums(0, reduced_from, [](const V& u) { return small_expm1_excess<T, S::degree_from_1000>(u); });
+  } else if (x_least >= T(100)) {
+    node_sums(0, reduced_from, [](const V& u) { return small_expm1_excess<T, S::degree_from_100>(u); });
+  } else {
+    node_sums(0, reduced_from, [](const V& u) { return small_expm1_excess<T, S::degree>(u); });
+  }
+  node_sums(reduced_from, n, [](const V& u) { return fast_expm1_excess<T, typename P::Excess>(u); });
   moment0 = moment0 * panel;
   moment1 = moment1 * panel * panel;
   V beyond = at::vec::clamp_min(end - C, zero) * lower;
@@ -321,16 +530,22 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V centred;
   if (small >= 10) {
     V ratio = diff / a;  // (x - a)/a with x - a exact near the mode, not x/a - 1
-    V near = at::vec::clamp(ratio, V(T(-0.5)), one).log1p();
+    V near = log1p_from_minus_half<T>(at::vec::clamp(ratio, V(T(-0.5)), one));
     V outside = at::vec::clamp_min(ratio - one, zero) + at::vec::clamp_min(V(T(-0.5)) - ratio, zero);
     V far_lanes = (outside > zero) | (outside != outside);
     centred = near;
-    if (far_lanes.zero_mask() != (1 << W) - 1) centred = select(far_lanes, logarithm() - a.log(), near);
-    V inv = a.reciprocal();
-    V inv2 = inv * inv;
-    V series = V(static_cast<T>(kStirling[6]));
-    for (int k = 5; k >= 0; --k) series = series * inv2 + V(T(kStirling[k]));
-    centred = centred + at::vec::fmadd(inv, V(T(0.5)), series * inv2);
+    if (far_lanes.zero_mask() != (1 << W) - 1) {
+      centred = select(far_lanes, logarithm() - a.log(), near);
+    }
+    if (uniform) {
+      if (!(memo.a == a_in[0])) memo = {a_in[0], log_minus_digamma_series<T>(a), 0.0};
+      centred = centred + memo.log_minus_digamma;
+    } else {
+      centred = centred + log_minus_digamma_series<T>(a);
+    }
+  } else if (std::is_same_v<T, double> && uniform) {  // all lanes a < 10: log x - ψ(a)
+    if (!(memo.a == a_in[0])) memo = {a_in[0], V(), digamma(a_in[0])};
+    centred = logarithm() - V(static_cast<T>(memo.digamma));
   } else {
     // In double; lanes with a >= 10 as above (log x - ψ(a), a difference of two numbers ~log a,
     // would lose ε log(a) √a of the result: all of it for float32 at a = 1e15).
@@ -382,18 +597,20 @@ at::Tensor gamma_log_grad(const at::Tensor& a, const at::Tensor& log_x, at::Arra
     const int64_t groups = (total + W - 1) / W;
     at::parallel_for(0, groups, std::max<int64_t>(1, 2048 / W), [&](int64_t begin, int64_t end) {
       Digamma digamma;
+      GammaMemo<T> memo;
       for (int64_t g = begin; g < end; ++g) {
         const int64_t start = g * W;
         const int64_t count = std::min<int64_t>(W, total - start);
         if (count == W) {
-          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, from_sample);
+          gamma_lanes<T>(ap + start, lp + start, op + start, lows_v, rules, digamma, memo,
+                         from_sample);
         } else {  // pad the last group with copies of its first element (same rule)
           T pa[W], pl[W], po[W];
           std::fill(pa, pa + W, ap[start]);
           std::fill(pl, pl + W, lp[start]);
           std::copy(ap + start, ap + start + count, pa);
           std::copy(lp + start, lp + start + count, pl);
-          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma, from_sample);
+          gamma_lanes<T>(pa, pl, po, lows_v, rules, digamma, memo, from_sample);
           std::copy(po, po + count, op + start);
         }
       }
