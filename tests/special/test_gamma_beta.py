@@ -6,6 +6,7 @@ import torch
 from stochgrad.special import betainc, gammainc, standard_gamma_grad
 
 scipy_special = pytest.importorskip("scipy.special")
+scipy_stats = pytest.importorskip("scipy.stats")
 
 
 def test_betainc_matches_scipy():
@@ -64,6 +65,43 @@ def test_gamma_rule_tiers_agree_with_the_full_rule(dtype):
     full = standard_gamma_grad(torch.cat([a, a.new_tensor([0.5])]), torch.cat([x, x[:1]]))[:-1]
     rtol = 1e-10 if dtype == torch.float64 else 1e-4
     torch.testing.assert_close(tiered, full, rtol=rtol, atol=0)
+
+
+def _gamma_tier_error(monkeypatch, tiers):
+    """Largest relative difference of float64 standard_gamma_grad under ``tiers`` from the full
+    32-node rule, next to the mode (quantiles 0.3-0.7), where shorter rules err most."""
+    from stochgrad.special import gamma as special_gamma
+
+    def grad(tier_table, a, x):
+        monkeypatch.setitem(special_gamma._TIERS, torch.float64, tier_table)
+        special_gamma._native_rules.cache_clear()
+        try:
+            return standard_gamma_grad(a, x)
+        finally:
+            special_gamma._native_rules.cache_clear()
+
+    a = torch.tensor([3.0, 3.2, 3.4, 3.6, 3.8, 4.0, 4.25, 4.5, 5.0, 8.0, 29.9, 30.0, 300.0])
+    quantiles = torch.linspace(0.3, 0.7, 9)
+    a, q = torch.cartesian_prod(a, quantiles).double().unbind(1)
+    x = torch.tensor(scipy_stats.gamma.ppf(q.numpy(), a.numpy()))
+    full = special_gamma._TIERS[torch.float64][:1]
+    return ((grad(tiers, a, x) - grad(full, a, x)) / grad(full, a, x)).abs().max().item()
+
+
+@pytest.mark.parametrize("path", ["fused", "torch"])
+def test_gamma_float64_tiers_hold_their_accuracy_next_to_the_mode(monkeypatch, path):
+    # The full rule is within ~2e-14 of the mpmath oracle there (special/gamma.py).
+    from stochgrad.special import _native
+    from stochgrad.special import gamma as special_gamma
+
+    if path == "torch":
+        monkeypatch.setattr(_native, "usable", lambda *tensors: False)
+    tiers = special_gamma._TIERS[torch.float64]
+    assert _gamma_tier_error(monkeypatch, tiers) <= 3e-12
+    # Twin: the 24-node rule from a = 3 (as before 0.2.0) erred by 1.6e-11 for a in [3, 4).
+    old = tuple(tier for tier in tiers if tier[0] != 3.0)
+    old = tuple((3.0 if low == 4.5 else low, rule) for low, rule in old)
+    assert _gamma_tier_error(monkeypatch, old) > 3e-12
 
 
 # Per float64 Beta tier: (a, b) pairs at and above its smallest concentration m = min(a, b). The

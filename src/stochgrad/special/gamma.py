@@ -57,16 +57,19 @@ _DIRECT_LIMIT = {torch.float64: 2048.0, torch.float32: 256.0}
 # 1 - 1e-7). a ~ 1 (near-exponential decay of the integrand over [0, C]) needs the most nodes; as
 # a grows the integrand turns near-Gaussian and fewer suffice. Each tier (lowest a it serves,
 # nodes) and its maximum relative error of dx/da over the a it serves:
-#   float64: a >= 0: 32 nodes, 2.0e-12;  a >= 3: 24 nodes, 5.7e-12;  a >= 30: 20 nodes, 9e-13
+#   float64: a >= 0: 32 nodes, 2.0e-12;  a >= 3: 26 nodes, 2.6e-12;  a >= 4.5: 24 nodes, 1.7e-12;
+#            a >= 30: 20 nodes, 9e-13
 #   float32: a >= 0: 11 nodes, 1.4e-5;   a >= 3: 10 nodes, 8e-6;     a >= 10: 9 nodes, 7e-6
-# (A review's denser scans next to the mode found up to 2.4e-11 in float64 at a = 3.4 and 2.8e-5
-# in float32 at a = 1.32.) In eager mode a block uses the tier of its smallest a; traced code
-# always uses the first. Shorter rules for larger a do not hold the accuracy: next to the mode the
-# integrand is ~exp(-C t²) on [0, 1] whatever a is (float64 over a in [30, 1e20] against a 96-node
-# rule: 20 nodes 1.2e-12, 18 nodes 1.1e-10, 16 nodes 7.7e-10; 18 nodes with C = 30: 1.6e-11).
+# (Denser scans next to the mode, quantiles 0.3-0.7, found 24 nodes at 1.6e-11 for a in [3, 4)
+# and 2.9e-12 at 4.25, hence the 26-node tier below 4.5; 2.8e-5 in float32 at a = 1.32.) In
+# eager mode a block (the fused kernel: a group of SIMD lanes) uses the tier of its smallest a;
+# traced code always uses the first. Shorter rules for larger a do not hold the accuracy: next
+# to the mode the integrand is ~exp(-C t²) on [0, 1] whatever a is (float64 over a in [30, 1e20]
+# against a 96-node rule: 20 nodes 1.2e-12, 18 nodes 1.1e-10, 16 nodes 7.7e-10; 18 nodes with
+# C = 30: 1.6e-11).
 _TIERS = {
-    torch.float64: ((0.0, (*gauss_legendre(32), 34.0)), (3.0, (*gauss_legendre(24), 34.0)),
-                    (30.0, (*gauss_legendre(20), 34.0))),
+    torch.float64: ((0.0, (*gauss_legendre(32), 34.0)), (3.0, (*gauss_legendre(26), 34.0)),
+                    (4.5, (*gauss_legendre(24), 34.0)), (30.0, (*gauss_legendre(20), 34.0))),
     torch.float32: ((0.0, (*gauss_legendre(11), 15.0)), (3.0, (*gauss_legendre(10), 15.0)),
                     (10.0, (*gauss_legendre(9), 15.0))),
 }  # fmt: skip
