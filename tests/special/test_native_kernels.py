@@ -171,21 +171,27 @@ def test_inline_exp_and_expm1_are_within_two_ulps(dtype):
     assert 0 <= exp[2].item() <= 4 * torch.finfo(dtype).tiny and expm1[2] == -1 and expm1[4] == -1
 
 
-def test_inline_log1p_is_within_one_ulp():
-    """The float64 Beta node loop's log1p (u >= 0) against mpmath, from subnormal to huge u."""
+def _assert_inline_log1p_within_one_ulp(u):
+    """The kernels' float64 log1p at ``u`` within 1.5 ulps of mpmath; twin: log(1 + u) without
+    the rounding correction fails that bound."""
     import mpmath
 
-    u = torch.cat([torch.logspace(-320, 308, 1201, dtype=torch.float64),
-                   torch.linspace(0, 4, 801, dtype=torch.float64)[1:],
-                   torch.tensor([2.0**53, 2.0**54 + 4, 1e300], dtype=torch.float64)])  # fmt: skip
+    assert _native.available()
     ours = torch.ops.stochgrad_special.log1p_nonnegative(u)
     with mpmath.workdps(40):
         reference = torch.tensor([float(mpmath.log1p(v)) for v in u.tolist()], dtype=u.dtype)
     eps = torch.finfo(torch.float64).eps
     assert ((ours - reference).abs() / reference.abs()).max().item() <= 1.5 * eps
-    # Twin: log(1 + u) without the rounding correction fails the same bound.
     naive = torch.log(1 + u)
     assert ((naive - reference).abs() / reference.abs()).max().item() > 1e3 * eps
+
+
+def test_inline_log1p_is_within_one_ulp():
+    """The float64 Beta node loop's log1p (u >= 0) against mpmath, from subnormal to huge u."""
+    u = torch.cat([torch.logspace(-320, 308, 1201, dtype=torch.float64),
+                   torch.linspace(0, 4, 801, dtype=torch.float64)[1:],
+                   torch.tensor([2.0**53, 2.0**54 + 4, 1e300], dtype=torch.float64)])  # fmt: skip
+    _assert_inline_log1p_within_one_ulp(u)
     special = torch.tensor([math.nan, math.inf, 0.0], dtype=torch.float64)
     out = torch.ops.stochgrad_special.log1p_nonnegative(special)
     assert out[0].isnan() and out[1] == math.inf and out[2] == 0
@@ -193,20 +199,9 @@ def test_inline_log1p_is_within_one_ulp():
 
 def test_inline_log1p_is_within_one_ulp_down_to_minus_one_half():
     """The same log1p serves the Gamma kernel's log(x/a) = log1p((x - a)/a) on [-0.5, 1]."""
-    import mpmath
-
-    assert _native.available()
-
     u = torch.cat([-torch.logspace(-320, math.log10(0.5), 1201, dtype=torch.float64),
                    torch.linspace(-0.5, 0, 801, dtype=torch.float64)[:-1]])  # fmt: skip
-    ours = torch.ops.stochgrad_special.log1p_nonnegative(u)
-    with mpmath.workdps(40):
-        reference = torch.tensor([float(mpmath.log1p(v)) for v in u.tolist()], dtype=u.dtype)
-    eps = torch.finfo(torch.float64).eps
-    assert ((ours - reference).abs() / reference.abs()).max().item() <= 1.5 * eps
-    # Twin: log(1 + u) without the rounding correction fails the same bound.
-    naive = torch.log(1 + u)
-    assert ((naive - reference).abs() / reference.abs()).max().item() > 1e3 * eps
+    _assert_inline_log1p_within_one_ulp(u)
 
 
 def test_special_values_match_torch_path(dtype, torch_path):
