@@ -186,8 +186,8 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vect
 // log1p(u) for u >= -0.5 in double (named for its first use, u >= 0 in the Beta node loop; the
 // Gamma kernel's log(x/a) = log1p((x - a)/a) takes it on [-0.5, 0] too, tested), inline:
 // fdlibm's algorithm (v = 1 + u = 2^k m with m in [√½, √2), log m = 2 atanh(f / (2 + f)) by
-// its minimax polynomial, plus the rounding correction of 1 + u), within ~1 ulp. Sleef's vector log1p works in double-double and was the largest cost
-// of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf; without special_values,
+// its minimax polynomial, plus the rounding correction of 1 + u), within ~1 ulp. Sleef's vector
+// log1p works in double-double and was the largest cost of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf; without special_values,
 // for finite u only (the Beta node loop, whose u is finite unless its inputs are NaN, which make
 // the node's term NaN anyway), NaN gives an unspecified value and inf a wrong one.
 template <bool special_values = true>
