@@ -225,6 +225,23 @@ def test_special_values_match_torch_path(dtype, torch_path):
     assert fused_empty.shape == (0,)
 
 
+def test_beta_nan_concentration_keeps_the_full_rule_on_both_paths(torch_path):
+    """A NaN concentration anywhere selects the first (longest) rule for the others, on both
+    paths: the torch path took min(a_min, b_min) with Python's min, which drops a NaN in b and
+    gave b = 1e-3 the 24-node rule of a = 2 (3.4e-6 off in dz/db)."""
+    a = torch.full((16,), 2.0, dtype=torch.float64)
+    b = torch.tensor([math.nan, 1e-3] * 8, dtype=torch.float64)
+    x = torch.tensor([0.5, 1 - 1e-12] * 8, dtype=torch.float64)
+    alone = beta_grad(a[1:2], b[1:2], x[1:2])  # the element without the NaN beside it
+    fused = beta_grad(a, b, x)
+    torch_path()
+    reference = beta_grad(a, b, x)
+    for grads in (fused, reference):
+        for grad, single in zip(grads, alone, strict=True):
+            assert grad[0].isnan()
+            torch.testing.assert_close(grad[1::2], single.expand(8), rtol=1e-13, atol=0)
+
+
 @pytest.mark.parametrize(
     ("family", "params"),
     [("gamma", (0.05,)), ("gamma", (3.5,)), ("gamma", (40.0,)), ("gamma", (1e8,)),

@@ -255,12 +255,13 @@ def test_edge_concentrations(dtype):
     huge = torch.cat([huge, torch.tensor([largest], dtype=dtype)])
     log_draws = log_standard_gamma_sample(huge)
     assert torch.allclose(log_draws, huge.double().log().to(dtype), rtol=rtol)
-    special = torch.tensor([math.nan, math.inf, -1.0, 0.0], dtype=dtype)
+    special = torch.tensor([math.nan, math.inf, -1.0, 0.0, -0.0], dtype=dtype)
     x, log_x = standard_gamma_sample(special), log_standard_gamma_sample(special)
     inf = math.inf
-    assert torch.equal(x.isnan(), torch.tensor([True, False, True, False]))
-    assert x[1] == inf and x[3] == 0
+    assert torch.equal(x.isnan(), torch.tensor([True, False, True, False, False]))
+    assert x[1] == inf and x[3] == 0 and x[4] == 0  # -0.0 is the concentration 0, not -inf/inf
     assert log_x[1] == inf and log_x[3] == -inf and bool(log_x[:3:2].isnan().all())
+    assert log_x[4] == -inf
 
 
 def test_shapes_dtypes_and_broadcast_views():

@@ -120,7 +120,9 @@ def _grad_block(
 ) -> tuple[Tensor, Tensor]:
     rule = tiers[0][1]  # traced code, and blocks whose smallest concentration is NaN
     if not (traced(a, b, x) or a.numel() == 0):
-        smallest = min(a.min().item(), b.min().item())
+        # torch.minimum, not min(): a NaN anywhere gives NaN, which keeps tiers[0] (as the
+        # fused kernel counts NaN as 0); Python's min(2.0, nan) would return 2.0.
+        smallest = torch.minimum(a.min(), b.min()).item()
         for low, candidate in tiers:
             if smallest >= low:
                 rule = candidate

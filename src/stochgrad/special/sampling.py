@@ -103,7 +103,8 @@ def log_standard_gamma_sample(
 ) -> Tensor:
     """Draws ``log x`` for ``x ~ Gamma(concentration, 1)``, elementwise, without gradient.
 
-    Finite for every ``concentration > 0``, however small: ``log Gamma(a + 1) + log(U) / a``.
+    ``log Gamma(a + 1) + log(U) / a``: finite where ``x`` itself underflows, for every
+    ``concentration`` down to ~1e-300 (below that ``log(U) / a`` exceeds the float range: -inf).
 
     Example::
 
@@ -153,7 +154,8 @@ def _round(
     positions in order. About 4x slower than ``torch._standard_gamma`` (150-180 ms per 10^6
     draws, one thread); blocks of 2^12-2^16 elements were no faster.
     """
-    a = (concentration if index is None else concentration[index]).double()
+    # + 0.0: -0.0 is the concentration 0 (x = 0), not log(U) / -0.0 = +inf
+    a = (concentration if index is None else concentration[index]).double() + 0.0
     count = a.numel()
     columns = 2 if bool(a.min() >= 1) else 3  # NaN gives 3, as in the kernel
     words = torch.empty(((count + 1) // 2, columns), dtype=torch.int64)
@@ -172,11 +174,12 @@ def _draws(a: Tensor, words: Tensor, log_space: bool) -> tuple[Tensor, Tensor]:
     radius = (-2.0 * _uniform(words[:, 0] >> 31, 32).log()).sqrt()
     angle = 2 * math.pi * _uniform(words[:, 0] & 0x7FFFFFFF, 31)
     normal = torch.stack([radius * angle.cos(), radius * angle.sin()], -1).reshape(-1)[:count]
-    if words.shape[1] == 2:  # acceptance uniforms of 32 and 31 bits
-        u = torch.stack([_uniform(words[:, 1] >> 31, 32), _uniform(words[:, 1] & 0x7FFFFFFF, 31)])
+    if words.shape[1] == 2:  # acceptance uniforms of 32 and 31 bits, (pairs, 2)
+        high, low = _uniform(words[:, 1] >> 31, 32), _uniform(words[:, 1] & 0x7FFFFFFF, 31)
+        u = torch.stack([high, low], -1)
     else:  # boost and acceptance uniforms of 32 and 31 bits, one word per element
-        u = _uniform(words[:, 1:] & 0x7FFFFFFF, 31).T
-    u = u.T.reshape(-1)[:count]
+        u = _uniform(words[:, 1:] & 0x7FFFFFFF, 31)
+    u = u.reshape(-1)[:count]
     small = a < 1
     d = torch.where(small, a + 1, a) - 1.0 / 3.0
     c = 1.0 / (3.0 * d.sqrt())  # no overflow for any finite a, nor in 3d/4 and d (3 R) below

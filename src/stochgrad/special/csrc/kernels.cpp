@@ -362,14 +362,6 @@ fast_expm1_with_excess(const Vectorized<T>& y) {
           at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale_minus_one) - y)};
 }
 
-// log1p on [-0.5, inf): in double the inline one (fdlibm's reduction also covers 1 + u in
-// [0.5, 1), with k = -1; within 1 ulp of mpmath there, tests/special/test_native_kernels.py),
-// 3-4x cheaper than Sleef's double-double one; Sleef's in float.
-template <typename T>
-__attribute__((always_inline)) inline Vectorized<T> log1p_from_minus_half(const Vectorized<T>& u) {
-  return nonnegative_log1p<T>(u);
-}
-
 // log1p(v) for v >= 0 to ~1e-10 relative, for the upper tail's bound log1p((C + a R)/x) that only
 // starts the Newton step (see GammaNewton): log1p_nonnegative's reduction (1 + v = 2^k m, m in
 // [√½, √2)) without its rounding correction, and 2 atanh(f/(2 + f)) to s^11 (|s| <= 0.172:
@@ -402,12 +394,11 @@ __attribute__((always_inline)) inline Vectorized<T> log1p_rough(const Vectorized
 
 // What depends on a alone, kept for the next group when all lanes of a group hold the same a
 // (parameters are usually broadcast): log a - ψ(a) by its series as the vector code rounds it
-// (a >= 10), or ψ(a) (a < 10).
+// (a >= 10); ψ(a) for a < 10 comes from the Digamma memo.
 template <typename T>
 struct GammaMemo {
   T a = std::numeric_limits<T>::quiet_NaN();
   Vectorized<T> log_minus_digamma;
-  double digamma = 0;
 };
 
 template <typename T>
@@ -487,8 +478,9 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   T panels[W];
   panel.abs().store(panels);
   T widest = 0;
-  for (int k = 0; k < W; ++k) widest = std::max(widest, panels[k]);  // (a NaN lane stays NaN)
-  size_t reduced_from = n > 0 && rule.nodes[n - 1] * widest <= T(1) ? n : 0;
+  // (std::max(widest, NaN) keeps widest: a NaN lane is ignored, its result is NaN anyway.)
+  for (int k = 0; k < W; ++k) widest = std::max(widest, panels[k]);
+  size_t reduced_from = 0;
   while (reduced_from < n && rule.nodes[reduced_from] * widest <= T(1)) ++reduced_from;
   // (fmadd(term, w, 0) rounds as term * w: the first node needs no case of its own, and the loop
   // body is branch-free.)
@@ -531,7 +523,10 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V centred;
   if (small >= 10) {
     V ratio = diff / a;  // (x - a)/a with x - a exact near the mode, not x/a - 1
-    V near = log1p_from_minus_half<T>(at::vec::clamp(ratio, V(T(-0.5)), one));
+    // log1p on [-0.5, 1]: in double the inline one (fdlibm's reduction also covers 1 + u in
+    // [0.5, 1), with k = -1; within 1 ulp of mpmath there, tests/special/test_native_kernels.py),
+    // 3-4x cheaper than Sleef's double-double one; Sleef's in float.
+    V near = nonnegative_log1p<T>(at::vec::clamp(ratio, V(T(-0.5)), one));
     V outside = at::vec::clamp_min(ratio - one, zero) + at::vec::clamp_min(V(T(-0.5)) - ratio, zero);
     V far_lanes = (outside > zero) | (outside != outside);
     centred = near;
@@ -539,14 +534,13 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
       centred = select(far_lanes, logarithm() - a.log(), near);
     }
     if (uniform) {
-      if (!(memo.a == a_in[0])) memo = {a_in[0], log_minus_digamma_series<T>(a), 0.0};
+      if (!(memo.a == a_in[0])) memo = {a_in[0], log_minus_digamma_series<T>(a)};
       centred = centred + memo.log_minus_digamma;
     } else {
       centred = centred + log_minus_digamma_series<T>(a);
     }
   } else if (std::is_same_v<T, double> && uniform) {  // all lanes a < 10: log x - ψ(a)
-    if (!(memo.a == a_in[0])) memo = {a_in[0], V(), digamma(a_in[0])};
-    centred = logarithm() - V(static_cast<T>(memo.digamma));
+    centred = logarithm() - V(static_cast<T>(digamma(a_in[0])));  // (Digamma memoizes ψ)
   } else {
     // In double; lanes with a >= 10 as above (log x - ψ(a), a difference of two numbers ~log a,
     // would lose ε log(a) √a of the result: all of it for float32 at a = 1e15).
@@ -1177,7 +1171,9 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
   });
   auto words = at::empty({(count + 1) / 2, boosted ? 3 : 2}, out.options().dtype(at::kLong));
   words.random_(generator);
-  std::vector<uint8_t> accepted(count + 2 * W);  // room for the last group's padding
+  // Room for the last group's padding, and for the 8-byte reads of the scan below (W = 2 on
+  // aarch64, where 2W bytes would not do).
+  std::vector<uint8_t> accepted(count + std::max<int64_t>(2 * W, 8));
   AT_DISPATCH_FLOATING_TYPES(dtype, "gamma_sample_", [&] {
     using T = scalar_t;
     const T* ap = concentration.data_ptr<T>();
@@ -1198,11 +1194,13 @@ at::Tensor gamma_sample_(at::Tensor& out, const at::Tensor& concentration,
         const int64_t start = g * 2 * W;
         const int64_t n = std::min<int64_t>(2 * W, count - start);
         if (!ip && n == 2 * W) {
-          for (int k = 0; k < 2 * W; ++k) a_in[k] = static_cast<double>(ap[start + k]);
+          // + 0.0 turns -0.0 into +0.0 (as the concentration 0 it is), whose boost gives x = 0
+          // rather than log(U) / -0.0 = +inf
+          for (int k = 0; k < 2 * W; ++k) a_in[k] = static_cast<double>(ap[start + k]) + 0.0;
         } else {
           for (int k = 0; k < 2 * W; ++k) {  // padding: copies of the group's first element
             const int64_t e = start + (k < n ? k : 0);
-            a_in[k] = static_cast<double>(ap[ip ? ip[e] : e]);
+            a_in[k] = static_cast<double>(ap[ip ? ip[e] : e]) + 0.0;
           }
         }
         const int64_t* group_words = wp + (start / 2) * columns;
