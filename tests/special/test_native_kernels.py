@@ -84,6 +84,20 @@ def test_gamma_fused_matches_torch_path(concentration, dtype, torch_path):
     assert _gamma_error_in_ulps(fused, reference, a, log_x).max().item() <= ULPS
 
 
+def test_gamma_runs_of_changing_concentrations_match_each_value_alone(dtype):
+    """Runs of 16 equal concentrations fill whole groups of lanes (8 or 16 wide), whose
+    a-dependent values the kernel keeps while a repeats (across the a < 10 / a >= 10 branches):
+    each element must get what a tensor of its value alone gives, bit for bit."""
+    torch.manual_seed(0)
+    values = torch.tensor([2.0, 50.0, 2.0, 7.0, 0.3, 50.0], dtype=dtype)
+    a = values.repeat_interleave(16).repeat(64)
+    log_x = torch._standard_gamma(a.double()).clamp_min(1e-300).log().to(dtype)
+    mixed = standard_gamma_log_grad(a, log_x)
+    for value in values.unique():
+        where = a == value
+        assert torch.equal(mixed[where], standard_gamma_log_grad(a[where], log_x[where]))
+
+
 def test_gamma_shorter_rule_fails_the_agreement_check(dtype, torch_path, monkeypatch):
     """Twin: the torch path with one node fewer than the rule differs by far more than ULPS."""
     torch.manual_seed(0)

@@ -178,6 +178,52 @@ def test_fused_pass_and_torch_twin_agree_on_mixed_and_special_concentrations(log
     assert _ulps(fused[finite], twin[finite], log_space) <= 8
 
 
+@pytest.mark.skipif(not _native.available(), reason="needs the fused kernels")
+def test_fused_pass_and_torch_twin_agree_on_runs_of_changing_concentrations(torch_path):
+    """Runs of 16 equal concentrations fill whole groups of lanes, whose constants the kernel
+    keeps while the concentration repeats: each change of value must renew them."""
+    values = torch.tensor([0.5, 5.0, 0.5, 2.0, 500.0, 2.0], dtype=torch.float64)
+    a = values.repeat_interleave(16).repeat(64)
+    for log_space in (False, True):
+        fused, twin = _both_paths(a, log_space, torch_path)
+        assert _ulps(fused, twin, log_space) <= 8
+
+
+def _pair_correlation(draws: torch.Tensor) -> float:
+    """Rank correlation of the two draws of each pair (2i, 2i+1), which share their words."""
+    return scipy.stats.spearmanr(draws[0::2].numpy(), draws[1::2].numpy()).statistic
+
+
+@pytest.mark.parametrize("concentration", [0.5, 5.0])
+def test_the_two_draws_of_a_pair_are_independent(concentration, monkeypatch, torch_path):
+    """Both elements of a pair take their normals from one Box-Muller word (r cos θ, r sin θ) and
+    their uniforms from the same words: their draws must be uncorrelated, within Z standard
+    errors (1/√pairs). Twin: the torch path with r cos θ for both normals must fail."""
+    a = torch.full((SIZE,), concentration, dtype=torch.float64)
+    torch.manual_seed(21)
+    draws = log_standard_gamma_sample(a)
+    pairs = SIZE // 2
+    assert abs(_pair_correlation(draws)) < Z / math.sqrt(pairs)
+    torch_path()
+    monkeypatch.setattr(torch.Tensor, "sin", torch.Tensor.cos)
+    torch.manual_seed(21)
+    assert abs(_pair_correlation(log_standard_gamma_sample(a))) > Z / math.sqrt(pairs)
+
+
+def test_mixed_concentrations_each_follow_their_law():
+    """Interleaved concentrations below and above 1 share rounds (3 words a pair) and the
+    compaction of their rejected positions: each must still follow its own law. Twin: each half
+    tested against the law 5% off must fail."""
+    values = (0.5, 5.0)
+    a = torch.tensor(values, dtype=torch.float64).repeat(SIZE // 2)
+    torch.manual_seed(31)
+    draws = log_standard_gamma_sample(a).numpy()
+    for k, value in enumerate(values):
+        half = draws[k::2]
+        assert scipy.stats.kstest(half, _log_cdf_of(value)).pvalue > P_MIN
+        assert scipy.stats.kstest(half, _log_cdf_of(1.05 * value)).pvalue < P_MIN
+
+
 def test_fused_agreement_check_fails_with_a_changed_constant(torch_path, monkeypatch):
     """Twin: a torch twin whose squeeze drops its ``1/(1 + t)`` for t < 0 (too loose there)
     decides differently: the draws differ."""
