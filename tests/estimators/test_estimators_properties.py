@@ -150,13 +150,20 @@ def test_eval_mode_freezes_statistics():
     assert int(estimator.moments.num_updates) == 0
 
 
-def test_nvil_normalisation_divides_by_running_std():
+def _warmed_up_nvil_pair():
+    """NVIL with and without normalisation after the same 3 calls on costs of scale 100
+    (seed 0; the caller's draws follow them)."""
     torch.manual_seed(0)
     normalised, plain = est.NVILBaseline(decay=0.5), est.NVILBaseline(decay=0.5, normalize=False)
     for _ in range(3):
         costs = 100.0 * torch.randn(64)
         normalised(costs, torch.zeros(64))
         plain(costs, torch.zeros(64))
+    return normalised, plain
+
+
+def test_nvil_normalisation_divides_by_running_std():
+    normalised, plain = _warmed_up_nvil_pair()
     costs = 100.0 * torch.randn(64)
     expected_scale = float(plain.moments.var.sqrt())
     grads = []
@@ -214,12 +221,7 @@ def test_nvil_normalisation_divides_the_whole_estimate():
     """With normalisation the gradient is the unnormalised one divided by σ̄, the direct term
     ∇cost included (for an ELBO its noise, ∇log q with mean zero, would otherwise outweigh the
     normalised signal)."""
-    torch.manual_seed(0)
-    normalised, plain = est.NVILBaseline(decay=0.5), est.NVILBaseline(decay=0.5, normalize=False)
-    for _ in range(3):
-        costs = 100.0 * torch.randn(64)
-        normalised(costs, torch.zeros(64))
-        plain(costs, torch.zeros(64))
+    normalised, plain = _warmed_up_nvil_pair()
     theta = torch.tensor(0.3, requires_grad=True)
     noise, log_prob = 100.0 * torch.randn(64), torch.randn(64)
     grads = []
