@@ -1,4 +1,4 @@
-"""Gauss-Legendre rules on [0, 1], computed once per (size, dtype, device)."""
+"""Gauss-Legendre rules on [0, 1], computed once per size, and their tiers by concentration."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from collections.abc import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["blockwise", "gauss_legendre", "traced", "working_dtype"]
+__all__ = ["blockwise", "gauss_legendre", "kernel_tiers", "tier_rule", "traced", "working_dtype"]
 
 
 @functools.cache
@@ -25,6 +25,32 @@ def _nodes(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
 def gauss_legendre(n: int) -> tuple[tuple[float, ...], tuple[float, ...]]:
     """Nodes and weights of the ``n``-point Gauss-Legendre rule on ``[0, 1]`` (Python floats)."""
     return _nodes(n)
+
+
+# A tier table: ((lowest concentration served, (nodes, weights, cut-off C)), ...), in increasing
+# order of the lowest concentration, the first serving 0 (the longest rule).
+Rule = tuple[tuple[float, ...], tuple[float, ...], float]
+Tiers = tuple[tuple[float, Rule], ...]
+
+
+def tier_rule(tiers: Tiers, smallest: float | None) -> Rule:
+    """The rule of the last tier whose lowest concentration ``smallest`` reaches; the first
+    (longest) rule for ``None`` (traced code) and NaN. The fused kernels choose alike per group
+    of SIMD lanes (counting NaN as 0)."""
+    rule = tiers[0][1]
+    if smallest is not None:
+        for low, candidate in tiers:
+            if smallest >= low:  # False for NaN
+                rule = candidate
+    return rule
+
+
+def kernel_tiers(tiers: Tiers) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
+    """``tiers`` as the fused kernels take them: (lowest concentrations, nodes, weights,
+    cut-offs), nodes and weights as float64 tensors."""
+    nodes = [torch.tensor(rule[0], dtype=torch.float64) for _, rule in tiers]
+    weights = [torch.tensor(rule[1], dtype=torch.float64) for _, rule in tiers]
+    return [low for low, _ in tiers], nodes, weights, [rule[2] for _, rule in tiers]
 
 
 # Elements per block: small enough that a kernel's working set stays in cache, large enough that

@@ -36,7 +36,7 @@ import torch
 from torch import Tensor
 
 from stochgrad.special import _native
-from stochgrad.special._quadrature import blockwise, gauss_legendre, traced
+from stochgrad.special._quadrature import blockwise, gauss_legendre, kernel_tiers, tier_rule, traced
 
 __all__ = ["beta_grad", "betainc"]
 
@@ -109,23 +109,20 @@ def _native_tiers(
     dtype: torch.dtype,
 ) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
     """(lowest concentrations, nodes, weights, cut-offs) of the tiers, for the fused kernel."""
-    tiers = _DOUBLE_PRECISION_TIERS if dtype == torch.float64 else _SINGLE_PRECISION_TIERS
-    nodes = [torch.tensor(rule[0], dtype=torch.float64) for _, rule in tiers]
-    weights = [torch.tensor(rule[1], dtype=torch.float64) for _, rule in tiers]
-    return [low for low, _ in tiers], nodes, weights, [rule[2] for _, rule in tiers]
+    return kernel_tiers(
+        _DOUBLE_PRECISION_TIERS if dtype == torch.float64 else _SINGLE_PRECISION_TIERS
+    )
 
 
 def _grad_block(
     a: Tensor, b: Tensor, x: Tensor, xc: Tensor, tiers: tuple, loop_dtype: torch.dtype | None
 ) -> tuple[Tensor, Tensor]:
-    rule = tiers[0][1]  # traced code, and blocks whose smallest concentration is NaN
+    smallest = None  # traced code: the first tier
     if not (traced(a, b, x) or a.numel() == 0):
         # torch.minimum, not min(): a NaN anywhere gives NaN, which keeps tiers[0] (as the
         # fused kernel counts NaN as 0); Python's min(2.0, nan) would return 2.0.
         smallest = torch.minimum(a.min(), b.min()).item()
-        for low, candidate in tiers:
-            if smallest >= low:
-                rule = candidate
+    rule = tier_rule(tiers, smallest)
     tiny = torch.finfo(x.dtype).tiny
     x = x.clamp_min(tiny)
     xc = xc.clamp_min(tiny)

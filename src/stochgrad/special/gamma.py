@@ -40,7 +40,14 @@ import torch
 from torch import Tensor
 
 from stochgrad.special import _native
-from stochgrad.special._quadrature import blockwise, gauss_legendre, traced, working_dtype
+from stochgrad.special._quadrature import (
+    blockwise,
+    gauss_legendre,
+    kernel_tiers,
+    tier_rule,
+    traced,
+    working_dtype,
+)
 from stochgrad.special.elementary import expm1_excess
 
 __all__ = ["gammainc", "standard_gamma_grad", "standard_gamma_log_grad"]
@@ -89,10 +96,7 @@ def _smallest(a: Tensor, log_x: Tensor) -> float | None:
 
 def _rule(a: Tensor, smallest: float | None) -> tuple[tuple[float, ...], tuple[float, ...], float]:
     """The quadrature rule for a block (float16/bfloat16 use float32's)."""
-    tiers = _TIERS.get(a.dtype, _TIERS[torch.float32])
-    if smallest is None:
-        return tiers[0][1]
-    return next(rule for low, rule in reversed(tiers) if smallest >= low or low == 0.0)
+    return tier_rule(_TIERS.get(a.dtype, _TIERS[torch.float32]), smallest)
 
 
 def standard_gamma_log_grad(concentration: Tensor, log_sample: Tensor) -> Tensor:
@@ -127,11 +131,7 @@ def _native_rules(
     dtype: torch.dtype,
 ) -> tuple[list[float], list[Tensor], list[Tensor], list[float]]:
     """``_TIERS[dtype]`` as the fused kernel takes it (it picks a tier per group of SIMD lanes)."""
-    tiers = _TIERS[dtype]
-    lows = [low for low, _ in tiers]
-    nodes = [torch.tensor(rule[0], dtype=torch.float64) for _, rule in tiers]
-    weights = [torch.tensor(rule[1], dtype=torch.float64) for _, rule in tiers]
-    return lows, nodes, weights, [rule[2] for _, rule in tiers]
+    return kernel_tiers(_TIERS[dtype])
 
 
 def _log_grad_block(a: Tensor, log_x: Tensor, sample: Tensor | None = None) -> tuple[Tensor]:
