@@ -74,6 +74,18 @@ double smallest(const T* values, int64_t count) {
   return out;
 }
 
+// The tier serving a group whose smallest concentration is `small`: the last whose lowest
+// concentration it reaches (as _quadrature.tier_rule on the torch path).
+template <typename T>
+const Rule<T>& tier_rule(const std::vector<Rule<T>>& rules, const std::vector<double>& lows,
+                         double small) {
+  size_t tier = 0;
+  for (size_t i = 0; i < lows.size(); ++i) {
+    if (small >= lows[i]) tier = i;
+  }
+  return rules[tier];
+}
+
 // ψ with a small memo: parameters are usually broadcast, so neighbouring elements share them
 // (Beta asks for ψ(a), ψ(b) and ψ(a+b) in turn, hence four entries).
 struct Digamma {
@@ -183,29 +195,36 @@ __attribute__((always_inline)) inline Vectorized<T> fast_expm1_excess(const Vect
   return at::vec::fmadd(scale, series, at::vec::fmadd(scale, r, scale - V(T(1))) - y);
 }
 
+// fdlibm's reduction for log1p: v = 1 + u = 2^k m with m in [√½, √2); returns (k, f = m - 1).
+__attribute__((always_inline)) inline std::pair<Vectorized<double>, Vectorized<double>>
+log1p_reduce(const Vectorized<double>& v) {
+  using V = Vectorized<double>;
+  using I = Vectorized<int64_t>;
+  I bits = at::vec::cast<int64_t>(v);
+  I hu = (bits >> I(32)) + I(0x3ff00000 - 0x3fe6a09e);
+  V dk = at::vec::convert_to_fp_of_same_size<double>((hu >> I(20)) - I(0x3ff));
+  I reduced = (((hu & I(0x000fffff)) + I(0x3fe6a09e)) << I(32)) | (bits & I(0xffffffffLL));
+  return {dk, at::vec::cast<double>(reduced) - V(1.0)};
+}
+
 // log1p(u) for u >= -0.5 in double (named for its first use, u >= 0 in the Beta node loop; the
 // Gamma kernel's log(x/a) = log1p((x - a)/a) takes it on [-0.5, 0] too, tested), inline:
 // fdlibm's algorithm (v = 1 + u = 2^k m with m in [√½, √2), log m = 2 atanh(f / (2 + f)) by
 // its minimax polynomial, plus the rounding correction of 1 + u), within ~1 ulp. Sleef's vector
-// log1p works in double-double and was the largest cost of a Beta node (8.3 -> 7.1 ns a node). NaN gives NaN, inf gives inf; without special_values,
-// for finite u only (the Beta node loop, whose u is finite unless its inputs are NaN, which make
-// the node's term NaN anyway), NaN gives an unspecified value and inf a wrong one.
+// log1p works in double-double and was the largest cost of a Beta node (8.3 -> 7.1 ns a node).
+// NaN gives NaN, inf gives inf; without special_values, for finite u only (the Beta node loop,
+// whose u is finite unless its inputs are NaN, which make the node's term NaN anyway), NaN gives
+// an unspecified value and inf a wrong one.
 template <bool special_values = true>
 __attribute__((always_inline)) inline Vectorized<double> log1p_nonnegative(
     const Vectorized<double>& u) {
   using V = Vectorized<double>;
-  using I = Vectorized<int64_t>;
   const V one(1.0);
   V v = u + one;
-  I bits = at::vec::cast<int64_t>(v);
-  I hu = (bits >> I(32)) + I(0x3ff00000 - 0x3fe6a09e);
-  I k = (hu >> I(20)) - I(0x3ff);
-  V dk = at::vec::convert_to_fp_of_same_size<double>(k);
+  auto [dk, f] = log1p_reduce(v);
   // correction ~ log(1 + u) - log(v); 0 once 1 + u is exact or u dominates (k >= 54)
   V c = select(dk >= V(2.0), one - (v - u), u - (v - one)) / v;
   c = select(dk >= V(54.0), V(0.0), c);
-  I reduced = (((hu & I(0x000fffff)) + I(0x3fe6a09e)) << I(32)) | (bits & I(0xffffffffLL));
-  V f = at::vec::cast<double>(reduced) - one;
   V hfsq = V(0.5) * f * f;
   V s = f / (V(2.0) + f);
   V z = s * s, w = z * z;
@@ -371,13 +390,7 @@ template <typename T>
 __attribute__((always_inline)) inline Vectorized<T> log1p_rough(const Vectorized<T>& v) {
   if constexpr (std::is_same_v<T, double>) {
     using V = Vectorized<double>;
-    using I = Vectorized<int64_t>;
-    const V one(1.0);
-    I bits = at::vec::cast<int64_t>(v + one);
-    I hu = (bits >> I(32)) + I(0x3ff00000 - 0x3fe6a09e);
-    V dk = at::vec::convert_to_fp_of_same_size<double>((hu >> I(20)) - I(0x3ff));
-    I reduced = (((hu & I(0x000fffff)) + I(0x3fe6a09e)) << I(32)) | (bits & I(0xffffffffLL));
-    V f = at::vec::cast<double>(reduced) - one;
+    auto [dk, f] = log1p_reduce(v + V(1.0));
     V s = f / (V(2.0) + f);
     V z = s * s;
     V series = at::vec::fmadd(z, V(2.0 / 11), V(2.0 / 9));
@@ -424,11 +437,7 @@ void gamma_lanes(const T* a_in, const T* input, T* out, const std::vector<double
   V a = V::loadu(a_in);
   const bool uniform = (a == V(a_in[0])).zero_mask() == 0;  // every lane the same a (not NaN)
   const double small = uniform ? static_cast<double>(a_in[0]) : smallest(a_in, W);
-  size_t tier = 0;
-  for (size_t i = 0; i < lows.size(); ++i) {
-    if (small >= lows[i]) tier = i;
-  }
-  const Rule<T>& rule = rules[tier];
+  const Rule<T>& rule = tier_rule(rules, lows, small);
   const T cutoff = rule.cutoff;
   const V one(T(1)), zero(T(0)), tiny(std::numeric_limits<T>::min()), C(cutoff);
   // From a sample, x is the input itself and log x is only taken where it is needed (a < 10, or
@@ -755,11 +764,7 @@ void beta_group(const double* a_in, const double* b_in, const double* x_in, cons
   using D = Vectorized<double>;
   constexpr int W = D::size();
   const double small = std::min(smallest(a_in, kGroup), smallest(b_in, kGroup));
-  size_t tier = 0;  // the tier of the group's smallest concentration (NaN: the first)
-  for (size_t i = 0; i < lows.size(); ++i) {
-    if (small >= lows[i]) tier = i;
-  }
-  const Rule<L>& rule = rules[tier];
+  const Rule<L>& rule = tier_rule(rules, lows, small);  // (smallest counts NaN as 0)
   const double cutoff = static_cast<double>(rule.cutoff);
   const D one(1.0), zero(0.0), tiny(std::numeric_limits<double>::min()), C(cutoff);
   double p[kGroup], q[kGroup], y[kGroup], yc[kGroup], bm1[kGroup], eps[kGroup], delta[kGroup],
